@@ -1,0 +1,120 @@
+"""The JobBackend protocol, and how the app picks one.
+
+A backend does four things and nothing else: start, status, stop, logs. Polling, deadlines and
+retries belong to the orchestrator. Backends live where their dependencies do: `aca` here, `docker`
+and `process` in `local_runner`, which is plugged in by module path so that production code never
+imports it (see DESIGN.md, "Job backends").
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Protocol, runtime_checkable
+
+from orchestrations.contracts import ExecutionRef, JobSpec, JobStatus
+from orchestrations.errors import ConfigurationError
+from orchestrations.settings import AppSettings, BackendName
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class JobBackend(Protocol):
+    """Runs the runner image somewhere. Implementations must be safe to call from several threads."""
+
+    name: str
+
+    def start(self, spec: JobSpec) -> ExecutionRef:
+        """Start an execution and return its ref as soon as it exists.
+
+        Idempotent per run: if an execution for `spec.run_id` exists already (a retried activity, a
+        restarted host), return its ref instead of starting a second one.
+        """
+        ...
+
+    def status(self, ref: ExecutionRef) -> JobStatus:
+        """Where the execution is; raises `ExecutionNotFoundError` if the backend has no such ref."""
+        ...
+
+    def stop(self, ref: ExecutionRef) -> JobStatus:
+        """Stop the execution (gracefully, then by force); stopping an ended one succeeds."""
+        ...
+
+    def logs(self, ref: ExecutionRef) -> str:
+        """The execution's output, or a sentence saying where to find it."""
+        ...
+
+
+class BackendFactory(Protocol):
+    def __call__(self, settings: AppSettings) -> JobBackend: ...
+
+
+# Module paths, not imports: `local_runner` is optional at run time and absent from deployments.
+BACKEND_FACTORIES: dict[BackendName, str] = {
+    BackendName.ACA: "orchestrations.aca_backend:create_backend",
+    BackendName.DOCKER: "local_runner.docker_backend:create_backend",
+    BackendName.PROCESS: "local_runner.process_backend:create_backend",
+}
+
+# A local backend answers this to say whether it can run here (the docker engine is up, ...).
+AVAILABILITY_PROBES: dict[BackendName, str] = {
+    BackendName.DOCKER: "local_runner.docker_backend:engine_available",
+}
+
+
+def select_backend_name(settings: AppSettings) -> BackendName:
+    """`RUNNER_BACKEND` when set; under the emulator docker when an engine answers, else process; else aca."""
+    if settings.runner_backend is not None:
+        if settings.runner_backend is not BackendName.ACA and not settings.is_emulator:
+            logger.info("RUNNER_BACKEND=%s outside the Functions emulator", settings.runner_backend.value)
+        return settings.runner_backend
+    if not settings.is_emulator:
+        return BackendName.ACA
+    if _probe(BackendName.DOCKER):
+        return BackendName.DOCKER
+    logger.info(
+        "Using the process backend: no Docker engine answers (set RUNNER_BACKEND=docker to require one)."
+    )
+    return BackendName.PROCESS
+
+
+def create_backend(settings: AppSettings) -> JobBackend:
+    """Build the selected backend; fails with a message naming `RUNNER_BACKEND` if it cannot."""
+    name = select_backend_name(settings)
+    factory = _load(BACKEND_FACTORIES[name], name)
+    backend = factory(settings)
+    if not isinstance(backend, JobBackend):
+        raise ConfigurationError(
+            "invalid_backend", f"{BACKEND_FACTORIES[name]} did not return a JobBackend (RUNNER_BACKEND={name})."
+        )
+    return backend
+
+
+def _probe(name: BackendName) -> bool:
+    path = AVAILABILITY_PROBES.get(name)
+    if path is None:
+        return False
+    try:
+        probe = _load(path, name)
+    except ConfigurationError:
+        return False
+    return bool(probe())
+
+
+def _load(path: str, name: BackendName):  # type: ignore[no-untyped-def]
+    module_name, _, attribute = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            "backend_unavailable",
+            f"RUNNER_BACKEND={name.value} needs module {module_name}, which is not installed here "
+            f"({exc.name} is missing). Local backends come with local_runner; in Azure use RUNNER_BACKEND=aca.",
+        ) from None
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigurationError(
+            "backend_unavailable", f"RUNNER_BACKEND={name.value}: {path} does not exist."
+        ) from None

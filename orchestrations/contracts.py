@@ -1,0 +1,475 @@
+"""The contracts: every message, record and activity payload that crosses a boundary.
+
+One module, so the trigger, the orchestrator, the activities, the backends and the runner inside the
+container all agree on one shape. Each model carries `schema_version`; a payload written by a newer
+schema fails validation loudly instead of being half-read. The runner image imports this module alone
+(with pydantic), so it must not import anything else from the project.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+# Container Apps and PACTA's server both refuse larger request variables (pacta-contract.md 1.2).
+MAX_REQUEST_ENV_BYTES = 128 * 1024
+# A storage queue message is at most 64 KiB; the completion message must fit with room to spare.
+MAX_RUNNER_EVENT_BYTES = 48 * 1024
+# azure-functions-durable 1.7 cannot cancel timers longer than 6 days (issue #573).
+MAX_DEADLINE_SECONDS = 6 * 24 * 3600 - 60
+
+RUNNER_COMPLETED_EVENT = "RunnerCompleted"
+
+
+class TaskType(StrEnum):
+    """The PACTA task types; the value is PACTA's `TASK_TYPE`."""
+
+    PARSE_PORTFOLIO = "parse_portfolio"
+    CREATE_REPORT = "create_report"
+    CREATE_AUDIT = "create_audit"
+    CREATE_DASHBOARD = "create_dashboard"
+
+    @property
+    def request_env_var(self) -> str:
+        """PACTA's environment variable carrying the request JSON, e.g. `PARSE_PORTFOLIO_REQUEST`."""
+        return f"{self.value.upper()}_REQUEST"
+
+    @property
+    def upload_suffix(self) -> str:
+        """The file suffix an upload of this task type must have."""
+        return ".csv" if self is TaskType.PARSE_PORTFOLIO else ".json"
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its life. Terminal statuses never change again."""
+
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL_STATUSES
+
+
+_TERMINAL_STATUSES = frozenset(
+    {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.CANCELLED, RunStatus.REJECTED}
+)
+
+
+class Contract(BaseModel):
+    """Base of every contract: strict about unknown fields, versioned."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Version of this shape.")
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON-ready dict that crosses the boundary (activity input, queue body, table)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> Self:
+        """Validate a dict or JSON text that came across a boundary."""
+        if isinstance(payload, str | bytes):
+            return cls.model_validate_json(payload)
+        return cls.model_validate(payload)
+
+
+class RunError(Contract):
+    """Why a run did not succeed: a stable code for machines, a message for people."""
+
+    code: str = Field(description="Stable, snake_case cause, e.g. `runner_failed`, `deadline_exceeded`.")
+    message: str = Field(description="What happened and what to do next, for a person.")
+
+
+class RetryPolicy(Contract):
+    """Retries of transient activity failures (storage hiccups, a backend API's 5xx)."""
+
+    first_interval_seconds: float = Field(default=2.0, gt=0, description="Delay before the 2nd attempt.")
+    backoff_coefficient: float = Field(default=2.0, ge=1, description="Multiplier per further attempt.")
+    max_interval_seconds: float = Field(default=60.0, gt=0, description="Upper bound of one delay.")
+    max_attempts: int = Field(default=4, ge=1, le=20, description="Attempts in all, the first included.")
+
+
+class RunPolicy(Contract):
+    """The knobs of one run, fixed when the run is requested so replays see the same values."""
+
+    deadline_seconds: int = Field(
+        default=3600, gt=0, le=MAX_DEADLINE_SECONDS, description="Wall time a job may run before it is stopped."
+    )
+    check_interval_seconds: int = Field(
+        default=60, gt=0, description="How often the orchestrator asks the backend whether the job still runs."
+    )
+    completion_grace_seconds: int = Field(
+        default=30, ge=0, description="How long to wait for the completion message once the job has ended."
+    )
+    checks_per_generation: int = Field(
+        default=50, ge=1, description="Status checks before the orchestration continues as new (bounds history)."
+    )
+    activity_retry: RetryPolicy = Field(default_factory=RetryPolicy)
+
+
+class SourceBlob(Contract):
+    """The uploaded blob that started a run."""
+
+    container: str
+    name: str = Field(description="Blob name inside the container, `<task_type>/<file>`.")
+    etag: str
+    size: int = Field(ge=0)
+    uri: str = Field(description="`az://<container>/<name>`, PACTA's blob URI scheme.")
+
+
+class RunRequest(Contract):
+    """What the blob trigger hands the orchestrator: one task to run, fully described."""
+
+    run_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{7,63}$")
+    task_type: TaskType
+    inputs: list[str] = Field(min_length=1, description="Input blob URIs (`az://container/path`).")
+    source: SourceBlob
+    requested_at: datetime
+    request_document: dict[str, Any] | None = Field(
+        default=None, description="The uploaded request JSON for create_* tasks; None for parse_portfolio."
+    )
+    policy: RunPolicy = Field(default_factory=RunPolicy)
+
+    def pacta_request(self) -> dict[str, Any]:
+        """The `<TYPE>_REQUEST` document in PACTA's shape (Go field names, pacta-contract.md 1.3)."""
+        if self.task_type is TaskType.PARSE_PORTFOLIO:
+            return {"IncompleteUploadIDs": [], "BlobURIs": list(self.inputs)}
+        document = dict(self.request_document or {})
+        document.setdefault("BlobURIs", list(self.inputs))
+        return document
+
+
+class RunTaskInput(Contract):
+    """The orchestrator's input: the request, plus the watch state when it continues as new."""
+
+    request: RunRequest
+    watch: WatchState | None = None
+
+
+class WatchState(Contract):
+    """What the orchestrator carries across `continue_as_new` while it watches a job."""
+
+    callback_token: str = Field(repr=False)
+    execution_ref: str
+    started_at: datetime
+    deadline: datetime
+    generation: int = Field(ge=1)
+
+
+class JobSpec(Contract):
+    """Everything a backend needs to start one execution of the runner image."""
+
+    run_id: str
+    task_type: TaskType
+    image: str
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(repr=False, description="Environment; carries the callback token.")
+    cpu: float = Field(default=1.0, gt=0)
+    memory: str = Field(default="2Gi", pattern=r"^\d+(\.\d+)?(Mi|Gi)$")
+    deadline_seconds: int = Field(gt=0, le=MAX_DEADLINE_SECONDS)
+
+    @field_validator("env")
+    @classmethod
+    def _request_fits(cls, env: dict[str, str]) -> dict[str, str]:
+        for name, value in env.items():
+            if name.endswith("_REQUEST") and len(value.encode()) > MAX_REQUEST_ENV_BYTES:
+                raise ValueError(
+                    f"{name} is {len(value.encode())} bytes; the limit is {MAX_REQUEST_ENV_BYTES} bytes"
+                )
+        return env
+
+    @property
+    def memory_bytes(self) -> int:
+        number, unit = self.memory[:-2], self.memory[-2:]
+        return int(float(number) * (1024**3 if unit == "Gi" else 1024**2))
+
+
+class ExecutionRef(Contract):
+    """Finds an execution again: which backend, and its name there (`process:<run>`, `aca:<exec>`)."""
+
+    backend: str = Field(pattern=r"^[a-z]+$")
+    name: str = Field(min_length=1)
+
+    def __str__(self) -> str:
+        return f"{self.backend}:{self.name}"
+
+    @classmethod
+    def parse(cls, text: str) -> ExecutionRef:
+        backend, sep, name = text.partition(":")
+        if not sep or not backend or not name:
+            raise ValueError(f"execution ref {text!r} is not of the form '<backend>:<name>'")
+        return cls(backend=backend, name=name)
+
+
+class JobState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class JobStatus(Contract):
+    """A backend's answer to `status(ref)`."""
+
+    state: JobState
+    exit_code: int | None = None
+    detail: str | None = Field(default=None, description="The backend's reason, e.g. `OOMKilled`.")
+    log_tail: str | None = Field(default=None, description="The last lines the job printed.")
+
+    @property
+    def has_ended(self) -> bool:
+        return self.state is not JobState.RUNNING
+
+
+class RunnerEventStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class RunnerEvent(Contract):
+    """The completion message the runner puts on the `runner-events` queue (under 64 KiB)."""
+
+    run_id: str
+    token: str = Field(repr=False, min_length=16, description="The run's callback token.")
+    status: RunnerEventStatus
+    exit_code: int
+    error: RunError | None = None
+    result_uri: str | None = Field(default=None, description="The result document's blob URI.")
+    log_uri: str | None = Field(default=None, description="The runner's own log blob URI.")
+    outputs_count: int = Field(default=0, ge=0)
+    started_at: datetime
+    finished_at: datetime
+
+    @model_validator(mode="after")
+    def _failure_has_reason(self) -> RunnerEvent:
+        if self.status is RunnerEventStatus.FAILED and self.error is None:
+            raise ValueError("a failed runner event must carry an error")
+        return self
+
+    def to_message(self) -> str:
+        """The queue message text; refuses to build one the queue would reject."""
+        text = self.model_dump_json()
+        if len(text.encode()) > MAX_RUNNER_EVENT_BYTES:
+            raise ValueError(
+                f"runner event for run {self.run_id} is {len(text.encode())} bytes; "
+                f"the limit is {MAX_RUNNER_EVENT_BYTES}: put large lists in the result document"
+            )
+        return text
+
+
+class RunnerCompletion(Contract):
+    """The `RunnerCompleted` external event: the runner's message, token already checked and removed."""
+
+    status: RunnerEventStatus
+    exit_code: int
+    error: RunError | None = None
+    result_uri: str | None = None
+    log_uri: str | None = None
+    outputs_count: int = 0
+    started_at: datetime
+    finished_at: datetime
+
+    @classmethod
+    def from_event(cls, event: RunnerEvent) -> RunnerCompletion:
+        return cls.model_validate(event.model_dump(exclude={"run_id", "token", "schema_version"}))
+
+
+class RunRecord(Contract):
+    """A run as users see it (table `runs`): one row per run, rejected uploads included."""
+
+    run_id: str
+    status: RunStatus
+    task_type: str = Field(description="The task type, or the unknown first path segment of a rejected upload.")
+    source_uri: str
+    source_etag: str | None = None
+    backend: str | None = None
+    execution_ref: str | None = None
+    requested_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime
+    attempts: int = Field(default=0, ge=0, description="Job starts the orchestration made.")
+    outputs_count: int = Field(default=0, ge=0)
+    outputs: list[str] = Field(default_factory=list, description="Output blob URIs (the first 100).")
+    result_uri: str | None = None
+    log_uri: str | None = None
+    error: RunError | None = None
+    callback_token_sha256: str | None = Field(default=None, repr=False)
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    def public_view(self) -> dict[str, Any]:
+        """The record for APIs and CLIs: everything but the token hash."""
+        return self.model_dump(mode="json", exclude={"callback_token_sha256"})
+
+
+MAX_RECORDED_OUTPUTS = 100
+
+
+# --- activity payloads: one model per activity input and output, so fields can be added later ---
+
+
+class PrepareRunResult(Contract):
+    """`prepare_run` output: the run's callback token (its hash is what the run record keeps)."""
+
+    callback_token: str = Field(repr=False)
+
+
+class StartJobInput(Contract):
+    request: RunRequest
+    callback_token: str = Field(repr=False)
+    attempt: int = Field(ge=1, description="1 for the first generation's start.")
+
+
+class StartJobResult(Contract):
+    execution_ref: str
+    started_at: datetime
+
+
+class JobRefInput(Contract):
+    """Input of `check_job` and `stop_job`."""
+
+    run_id: str
+    execution_ref: str
+
+
+class RunOutcome(Contract):
+    """How a run ended, as the orchestrator decided it; `record_outcome` writes it."""
+
+    run_id: str
+    status: RunStatus
+    execution_ref: str | None = None
+    error: RunError | None = None
+    exit_code: int | None = None
+    completion: RunnerCompletion | None = None
+
+    @model_validator(mode="after")
+    def _terminal(self) -> RunOutcome:
+        if not self.status.is_terminal:
+            raise ValueError(f"a run outcome must be terminal, not {self.status}")
+        return self
+
+
+# --- the result document the runner writes (PACTA's response shapes plus our metadata) ---
+
+
+class PactaBlob(BaseModel):
+    """PACTA's `Blob` (Go field names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ID: str = ""
+    BlobURI: str
+    FileType: str
+    FileName: str
+    CreatedAt: str = "0001-01-01T00:00:00Z"
+
+
+class PactaParsedOutput(BaseModel):
+    """One entry of PACTA's `parsed-portfolio` `Outputs`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    Source: str
+    Blob: PactaBlob
+    Portfolio: dict[str, Any]
+
+
+class PactaArtifact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    BlobURI: str
+    FileName: str
+    FileType: str
+
+
+class RunMetadata(Contract):
+    """Our metadata beside PACTA's fields in the result document."""
+
+    run_id: str
+    task_type: TaskType
+    status: RunnerEventStatus
+    started_at: datetime
+    finished_at: datetime
+    log_uri: str
+    error: RunError | None = None
+    source_files: list[dict[str, Any]] = Field(
+        default_factory=list, description="The parser's manifest entries (PACTA #187: keep them)."
+    )
+
+
+class ResultDocument(BaseModel):
+    """`result.json`: a PACTA response a PACTA server can consume unchanged, plus `Run`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    TaskID: str
+    Request: dict[str, Any]
+    Outputs: list[PactaParsedOutput] | None = None
+    Artifacts: list[PactaArtifact] | None = None
+    Run: RunMetadata
+
+    def output_uris(self) -> list[str]:
+        if self.Outputs is not None:
+            return [output.Blob.BlobURI for output in self.Outputs]
+        return [artifact.BlobURI for artifact in self.Artifacts or []]
+
+
+# --- the runner's environment (the contract between JobSpec.env and `python -m runner`) ---
+
+
+class RunnerEnv(StrEnum):
+    """Names of our environment variables (PACTA's `TASK_ID`, `TASK_TYPE`, `<TYPE>_REQUEST` come too)."""
+
+    RUN_ID = "RUNNER_RUN_ID"
+    CALLBACK_TOKEN = "RUNNER_CALLBACK_TOKEN"
+    EVENTS_QUEUE = "RUNNER_EVENTS_QUEUE"
+    OUTPUT_PREFIX = "RUNNER_OUTPUT_PREFIX"
+    STORAGE_CONNECTION_STRING = "RUNNER_STORAGE_CONNECTION_STRING"
+    BLOB_ACCOUNT_URL = "RUNNER_BLOB_ACCOUNT_URL"
+    QUEUE_ACCOUNT_URL = "RUNNER_QUEUE_ACCOUNT_URL"
+    WORK_DIR = "RUNNER_WORK_DIR"
+
+
+def parse_blob_uri(uri: str) -> tuple[str, str]:
+    """Split `az://<container>/<path>` into container and blob name."""
+    prefix = "az://"
+    if not uri.startswith(prefix):
+        raise ValueError(f"blob URI {uri!r} does not start with {prefix!r}")
+    container, sep, name = uri[len(prefix) :].partition("/")
+    if not container or not sep or not name:
+        raise ValueError(f"blob URI {uri!r} is not of the form 'az://<container>/<path>'")
+    return container, name
+
+
+def blob_uri(container: str, name: str) -> str:
+    return f"az://{container}/{name}"
+
+
+BlobUri = Annotated[str, Field(pattern=r"^az://[a-z0-9-]{3,63}/.+$")]
+
+
+def canonical_json(value: Any) -> str:
+    """Compact, key-sorted JSON: the form hashed and compared across boundaries."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+RunTaskInput.model_rebuild()

@@ -1,0 +1,155 @@
+"""The Functions app's settings: read from the environment once, at start-up, and validated.
+
+Every field names the app setting behind it (`validation_alias`), and a bad or missing value fails
+with a message that names that setting. The orchestrator never reads these: what a run needs travels
+in its `RunRequest`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrations.contracts import MAX_DEADLINE_SECONDS, RetryPolicy, RunPolicy
+from orchestrations.errors import ConfigurationError
+
+
+class BackendName(StrEnum):
+    ACA = "aca"
+    DOCKER = "docker"
+    PROCESS = "process"
+
+
+class UploadTriggerSource(StrEnum):
+    """How the blob trigger learns of uploads: container scans locally, Event Grid in Azure."""
+
+    POLLING = "LogsAndContainerScan"
+    EVENT_GRID = "EventGrid"
+
+
+class AppSettings(BaseSettings):
+    """Settings of the Functions app (and the in-process host that runs it locally)."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    storage_connection: str = Field(
+        validation_alias="AzureWebJobsStorage",
+        min_length=1,
+        description="Storage for uploads, run records, the events queue and (locally) the task hub.",
+    )
+    functions_environment: str | None = Field(
+        default=None,
+        validation_alias="AZURE_FUNCTIONS_ENVIRONMENT",
+        description="`Development` under the Functions emulator; selects a local job backend.",
+    )
+    runner_backend: BackendName | None = Field(
+        default=None,
+        validation_alias="RUNNER_BACKEND",
+        description="aca, docker or process; unset: docker or process under the emulator, else aca.",
+    )
+    uploads_container: str = Field(
+        default="uploads",
+        validation_alias="UPLOADS_CONTAINER",
+        pattern=r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$",
+        description="Container whose uploads start runs: `<task_type>/<file>`.",
+    )
+    upload_trigger_source: UploadTriggerSource = Field(
+        default=UploadTriggerSource.POLLING,
+        validation_alias="UPLOAD_TRIGGER_SOURCE",
+        description="LogsAndContainerScan (polling, local) or EventGrid (Azure, Flex Consumption).",
+    )
+    upload_max_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        gt=0,
+        validation_alias="UPLOAD_MAX_BYTES",
+        description="Largest upload accepted; larger ones are rejected with a run record.",
+    )
+    runs_container: str = Field(
+        default="runs",
+        validation_alias="RUNS_CONTAINER",
+        description="Container for each run's outputs, log and result document: `<run_id>/...`.",
+    )
+    runs_table: str = Field(
+        default="runs",
+        validation_alias="RUNS_TABLE",
+        pattern=r"^[A-Za-z][A-Za-z0-9]{2,62}$",
+        description="Table of run records.",
+    )
+    runner_events_queue: str = Field(
+        default="runner-events",
+        validation_alias="RUNNER_EVENTS_QUEUE",
+        description="Queue the runner sends its completion message to.",
+    )
+    runner_image: str = Field(
+        default="pacta-runner:local",
+        validation_alias="RUNNER_IMAGE",
+        description="Image of the runner (docker and aca backends).",
+    )
+    runner_cpu: float = Field(default=1.0, gt=0, validation_alias="RUNNER_CPU")
+    runner_memory: str = Field(default="2Gi", pattern=r"^\d+(\.\d+)?(Mi|Gi)$", validation_alias="RUNNER_MEMORY")
+    runner_storage_connection: str | None = Field(
+        default=None,
+        validation_alias="RUNNER_STORAGE_CONNECTION",
+        description="Connection string the runner uses locally; defaults to AzureWebJobsStorage.",
+    )
+    run_deadline_seconds: int = Field(
+        default=3600, gt=0, le=MAX_DEADLINE_SECONDS, validation_alias="RUN_DEADLINE_SECONDS"
+    )
+    status_check_interval_seconds: int = Field(
+        default=60, gt=0, validation_alias="STATUS_CHECK_INTERVAL_SECONDS"
+    )
+    completion_grace_seconds: int = Field(default=30, ge=0, validation_alias="COMPLETION_GRACE_SECONDS")
+    activity_max_attempts: int = Field(default=4, ge=1, le=20, validation_alias="ACTIVITY_MAX_ATTEMPTS")
+    activity_first_retry_seconds: float = Field(
+        default=2.0, gt=0, validation_alias="ACTIVITY_FIRST_RETRY_SECONDS"
+    )
+    process_work_dir: str = Field(
+        default=".local/process-runs",
+        validation_alias="PROCESS_BACKEND_WORK_DIR",
+        description="process backend: where each run's working directory, log and exit code live.",
+    )
+
+    @field_validator("runner_backend", "functions_environment", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def is_emulator(self) -> bool:
+        return (self.functions_environment or "").lower() == "development"
+
+    @property
+    def runner_connection(self) -> str:
+        return self.runner_storage_connection or self.storage_connection
+
+    def run_policy(self) -> RunPolicy:
+        """The per-run knobs, captured into each `RunRequest` when the upload is accepted."""
+        return RunPolicy(
+            deadline_seconds=self.run_deadline_seconds,
+            check_interval_seconds=self.status_check_interval_seconds,
+            completion_grace_seconds=self.completion_grace_seconds,
+            activity_retry=RetryPolicy(
+                first_interval_seconds=self.activity_first_retry_seconds,
+                max_attempts=self.activity_max_attempts,
+            ),
+        )
+
+
+def load_settings() -> AppSettings:
+    """Read and validate the app settings, or fail naming each bad setting."""
+    try:
+        return AppSettings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            setting = ".".join(str(part) for part in error["loc"]) or "settings"
+            value = error.get("input")
+            shown = "" if isinstance(value, dict) or error["type"] == "missing" else f" (got {value!r})"
+            problems.append(f"{setting}: {error['msg']}{shown}")
+        raise ConfigurationError(
+            "invalid_settings",
+            "The app settings are invalid: " + "; ".join(problems)
+            + ". Set them in local.settings.json (Values) for `func start`, or in the Function App's settings.",
+        ) from None
+
