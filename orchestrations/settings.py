@@ -51,7 +51,7 @@ class AppSettings(BaseSettings):
     uploads_container: str = Field(
         default="uploads",
         validation_alias="UPLOADS_CONTAINER",
-        pattern=r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$",
+        pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
         description="Container whose uploads start runs: `<task_type>/<file>`.",
     )
     upload_trigger_source: UploadTriggerSource = Field(
