@@ -1,0 +1,38 @@
+"""From a run request to the `JobSpec` a backend starts: image, resources and the runner's environment."""
+
+from __future__ import annotations
+
+import json
+
+from orchestrations.contracts import JobSpec, RunnerEnv, RunRequest
+from orchestrations.settings import AppSettings
+
+
+def runs_prefix(settings: AppSettings, run_id: str) -> str:
+    """Where a run's outputs, log and result document go: `az://<runs container>/<run id>/`."""
+    return f"az://{settings.runs_container}/{run_id}/"
+
+
+def build_job_spec(request: RunRequest, callback_token: str, settings: AppSettings) -> JobSpec:
+    """PACTA's variables (`TASK_ID`, `TASK_TYPE`, `<TYPE>_REQUEST`) plus the runner's own."""
+    env = {
+        "TASK_ID": request.run_id,
+        "TASK_TYPE": request.task_type.value,
+        request.task_type.request_env_var: json.dumps(request.pacta_request()),
+        RunnerEnv.RUN_ID.value: request.run_id,
+        RunnerEnv.CALLBACK_TOKEN.value: callback_token,
+        RunnerEnv.EVENTS_QUEUE.value: settings.runner_events_queue,
+        RunnerEnv.OUTPUT_PREFIX.value: runs_prefix(settings, request.run_id),
+        # Locally the runner reaches Azurite with its well-known development key; in Azure (aca)
+        # the runner uses its managed identity and account URLs instead.
+        RunnerEnv.STORAGE_CONNECTION_STRING.value: settings.runner_connection,
+    }
+    return JobSpec(
+        run_id=request.run_id,
+        task_type=request.task_type,
+        image=settings.runner_image,
+        env=env,
+        cpu=settings.runner_cpu,
+        memory=settings.runner_memory,
+        deadline_seconds=request.policy.deadline_seconds,
+    )
