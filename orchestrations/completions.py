@@ -1,0 +1,57 @@
+"""Completion messages from the runner: validate, authenticate, and raise `RunnerCompleted`.
+
+A message that cannot be used is logged with the reason and dropped (returning normally deletes it
+from the queue): retrying a malformed or unauthenticated message can never succeed, and would only
+walk it to the poison queue. Storage errors do raise, so the queue retries them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from orchestrations.activities import hash_token
+from orchestrations.contracts import RUNNER_COMPLETED_EVENT, RunnerCompletion, RunnerEvent
+from orchestrations.run_store import RunNotFoundError, RunStore
+
+logger = logging.getLogger(__name__)
+
+# DurableOrchestrationClient.raise_event raises a plain Exception with these texts for 404 and 410.
+_INSTANCE_GONE_MARKERS = ("No instance with ID", "is gone")
+
+
+async def handle_runner_message(body: str, client: Any, *, run_store: RunStore) -> bool:
+    """Deliver one completion message to its orchestration; returns whether it was delivered."""
+    try:
+        event = RunnerEvent.from_payload(body)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors())
+        logger.warning("Rejected a runner message that is not a valid RunnerEvent: %s", problems[:1000])
+        return False
+    extra = {"run_id": event.run_id}
+    try:
+        record = run_store.get_run(event.run_id)
+    except RunNotFoundError:
+        logger.warning("Dropped a runner message for unknown run %s", event.run_id, extra=extra)
+        return False
+    expected = record.callback_token_sha256
+    if expected is None or not hmac.compare_digest(expected, hash_token(event.token)):
+        logger.warning("Dropped a runner message for run %s: its callback token does not match", event.run_id,
+                       extra=extra)
+        return False
+    if record.status.is_terminal:
+        logger.info("Dropped a runner message for run %s: it already ended %s", event.run_id,
+                    record.status.value, extra=extra)
+        return False
+    try:
+        await client.raise_event(event.run_id, RUNNER_COMPLETED_EVENT, RunnerCompletion.from_event(event).to_payload())
+    except Exception as exc:
+        if any(marker in str(exc) for marker in _INSTANCE_GONE_MARKERS):
+            logger.info("Dropped a runner message for run %s: %s", event.run_id, exc, extra=extra)
+            return False
+        raise
+    logger.info("Run %s reported %s", event.run_id, event.status.value, extra=extra)
+    return True
