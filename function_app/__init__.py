@@ -1,0 +1,22 @@
+"""The Functions app: bindings only. Each blueprint turns a trigger into a call to `orchestrations`.
+
+The worker imports this through the entry module (`entry.py`, named by PYTHON_SCRIPT_FILE_NAME).
+Settings are read and validated here, at indexing time, so a bad setting stops the start-up with a
+message that names it, instead of failing the first run.
+"""
+
+from __future__ import annotations
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from function_app import api, completions, durable, uploads
+from orchestrations import runtime
+
+runtime.settings()
+# Build the job backend now: RUNNER_BACKEND=docker without an engine must fail the start-up.
+runtime.backend()
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in (uploads.bp, completions.bp, api.bp, durable.bp):
+    app.register_functions(blueprint)
