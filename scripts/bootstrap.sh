@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Set up this checkout for development: .venv from requirements-dev.txt, and Azurite under .local.
+#
+#   bash scripts/bootstrap.sh        (what `make setup` runs; every make target that needs it too)
+#
+# Idempotent and fast once done: pip runs only when requirements*.txt changed since the last
+# install (a hash in .venv/.requirements.sha256), npm only when the pinned Azurite is missing.
+# Needs python3 (3.11+) with venv, and Node 20 with npm. PYTHON=... picks another interpreter.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+REQUIREMENTS_STAMP="$VENV/.requirements.sha256"
+AZURITE_DIR=.local/azurite
+AZURITE_BIN="$AZURITE_DIR/node_modules/.bin/azurite"
+# One pin for Python and this script: local_runner/azurite.py's AZURITE_VERSION.
+AZURITE_VERSION="$(sed -n 's/^AZURITE_VERSION = "\(.*\)"$/\1/p' local_runner/azurite.py)"
+
+step() { printf 'bootstrap: %s\n' "$*"; }
+fail() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
+
+sha256() {
+    if command -v sha256sum >/dev/null; then cat "$@" | sha256sum; else cat "$@" | shasum -a 256; fi
+}
+
+[ -n "$AZURITE_VERSION" ] || fail "could not read AZURITE_VERSION from local_runner/azurite.py"
+
+# 1. The virtual environment.
+if [ -x "$VENV/bin/python" ]; then
+    step "$VENV exists"
+else
+    command -v "$PYTHON" >/dev/null || fail "$PYTHON not found: install Python 3.11+ or set PYTHON"
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || fail "$PYTHON is $("$PYTHON" --version 2>&1); this project needs 3.11 or newer (set PYTHON)"
+    step "creating $VENV with $("$PYTHON" --version 2>&1)"
+    "$PYTHON" -m venv "$VENV" \
+        || fail "python3 -m venv failed (on Debian: apt-get install python3-venv), then rerun"
+fi
+
+# 2. Python packages, when the requirements changed since the last install.
+requirements_hash="$(sha256 requirements-dev.txt requirements.txt | cut -d' ' -f1)"
+if [ -f "$REQUIREMENTS_STAMP" ] && [ "$(cat "$REQUIREMENTS_STAMP")" = "$requirements_hash" ]; then
+    step "python packages up to date"
+else
+    step "installing requirements-dev.txt into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt \
+        || fail "pip install failed; if $VENV is broken, remove it and rerun"
+    printf '%s\n' "$requirements_hash" >"$REQUIREMENTS_STAMP"
+fi
+
+# 3. Azurite, pinned: 3.35.0 is the newest release that runs on Node 20.
+installed_version() {
+    sed -n 's/^ *"version": "\(.*\)",$/\1/p' "$AZURITE_DIR/node_modules/azurite/package.json" \
+        2>/dev/null | head -n 1
+}
+if [ -x "$AZURITE_BIN" ] && [ "$(installed_version)" = "$AZURITE_VERSION" ]; then
+    step "azurite $AZURITE_VERSION present"
+else
+    command -v npm >/dev/null || fail "npm not found: install Node 20 and npm, or set AZURITE_BIN"
+    step "installing azurite@$AZURITE_VERSION into $AZURITE_DIR"
+    mkdir -p "$AZURITE_DIR"
+    npm install --prefix "$AZURITE_DIR" "azurite@$AZURITE_VERSION" \
+        --no-audit --no-fund --loglevel=error >/dev/null
+    [ -x "$AZURITE_BIN" ] || fail "npm finished but $AZURITE_BIN is missing"
+fi
+
+step "done"
