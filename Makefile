@@ -10,8 +10,8 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make setup   create .venv, install requirements-dev.txt and Azurite (scripts/bootstrap.sh)"
-	@echo "make demo    run one portfolio through the whole flow locally (python -m local_runner demo)"
-	@echo "make up      start Azurite and the in-process Functions host (python -m local_runner up)"
+	@echo "make demo    upload a sample portfolio and follow its run through every phase"
+	@echo "make up      start Azurite and the in-process Functions host in the background"
 	@echo "make down    stop what 'make up' started"
 	@echo "make test    run every test against real local services (REQUIRE_SERVICES=1)"
 	@echo "make lint    ruff and mypy"
