@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 # Container Apps and PACTA's server both refuse larger request variables (pacta-contract.md 1.2).
 MAX_REQUEST_ENV_BYTES = 128 * 1024
