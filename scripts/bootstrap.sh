@@ -66,4 +66,20 @@ else
     [ -x "$AZURITE_BIN" ] || fail "npm finished but $AZURITE_BIN is missing"
 fi
 
+# 4. The Python worker's own indexing code, for the test that indexes the app as `func start` does.
+#    azure-functions-runtime declares Python >= 3.13 but is pure Python: unpack its wheel, never install.
+WORKER_VERSION=1.3.0
+WORKER_DIR=.local/worker
+if [ -f "$WORKER_DIR/azure_functions_runtime-$WORKER_VERSION.stamp" ]; then
+    step "worker indexing code $WORKER_VERSION present"
+else
+    step "unpacking azure-functions-runtime $WORKER_VERSION into $WORKER_DIR"
+    rm -rf "$WORKER_DIR" && mkdir -p "$WORKER_DIR/wheel"
+    "$VENV/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+        --python-version 3.13 -d "$WORKER_DIR/wheel" "azure-functions-runtime==$WORKER_VERSION" \
+        || fail "pip download azure-functions-runtime==$WORKER_VERSION failed"
+    "$VENV/bin/python" -m zipfile -e "$WORKER_DIR"/wheel/*.whl "$WORKER_DIR"
+    touch "$WORKER_DIR/azure_functions_runtime-$WORKER_VERSION.stamp"
+fi
+
 step "done"
