@@ -1,0 +1,281 @@
+"""Blob and queue triggers delivered by polling a real Azurite, with receipts and poison queues."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.queue import QueueClient
+
+from local_runner.host.clock import ManualClock
+from local_runner.host.functions import FunctionIndex, Invoker
+from local_runner.host.settings import HostSettings, QueueSettings
+from local_runner.host.triggers import (
+    BLOB_POISON_QUEUE,
+    HOSTS_CONTAINER,
+    BlobPath,
+    BlobTriggerPoller,
+    QueueTriggerPoller,
+    blob_receipt_name,
+)
+from tests.local_runner.host.conftest import wait_until
+
+pytestmark = pytest.mark.azurite
+
+
+@pytest.fixture
+def uploads(azurite: str, unique_name: str) -> ContainerClient:
+    container = BlobServiceClient.from_connection_string(azurite).get_container_client(unique_name)
+    container.create_container()
+    return container
+
+
+@pytest.fixture
+def blob_poller_factory(
+    azurite: str, index: FunctionIndex, invoker: Invoker, unique_name: str
+) -> Any:
+    def make(**options: Any) -> BlobTriggerPoller:
+        return BlobTriggerPoller(
+            azurite, index.get("on_upload"), invoker, ManualClock(), host_id=unique_name, **options
+        )
+
+    return make
+
+
+@pytest.fixture
+def queue(azurite: str, unique_name: str) -> QueueClient:
+    return QueueClient.from_connection_string(azurite, unique_name)
+
+
+@pytest.fixture
+def queue_poller(azurite: str, index: FunctionIndex, invoker: Invoker) -> QueueTriggerPoller:
+    return QueueTriggerPoller(
+        azurite, index.get("on_message"), invoker, ManualClock(), host_settings=HostSettings()
+    )
+
+
+def uploads_of(calls: list[dict[str, Any]]) -> list[bytes]:
+    return [c["data"] for c in calls if c["function"] == "on_upload"]
+
+
+def poison_messages(azurite: str, queue_name: str) -> list[str]:
+    poison = QueueClient.from_connection_string(azurite, queue_name)
+    return [m.content for m in poison.peek_messages(max_messages=32)]
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_a_new_blob_fires_once_with_its_bytes_and_name(
+    uploads: ContainerClient, blob_poller_factory: Any, calls: list[dict[str, Any]]
+) -> None:
+    uploads.upload_blob("in/a.csv", b"a,b\n1,2\n", metadata={"source": "test"})
+    poller = blob_poller_factory()
+
+    assert poller.poll_once() == 1
+    assert poller.poll_once() == 0
+
+    (call,) = calls
+    assert call["name"] == f"{uploads.container_name}/in/a.csv"
+    assert call["data"] == b"a,b\n1,2\n" and call["length"] == 8
+    assert call["metadata"] == {"source": "test"}
+    assert call["properties"]["ETag"].startswith('"0x')
+
+
+def test_blobs_outside_the_trigger_path_are_ignored(
+    uploads: ContainerClient, blob_poller_factory: Any, calls: list[dict[str, Any]]
+) -> None:
+    uploads.upload_blob("elsewhere/a.csv", b"x")
+
+    assert blob_poller_factory().poll_once() == 0
+    assert calls == []
+
+
+def test_a_restarted_host_does_not_fire_again_for_a_blob_it_has_a_receipt_for(
+    azurite: str,
+    uploads: ContainerClient,
+    blob_poller_factory: Any,
+    calls: list[dict[str, Any]],
+    unique_name: str,
+) -> None:
+    etag = uploads.upload_blob("in/a.csv", b"once").get_blob_properties().etag
+    blob_poller_factory().poll_once()
+
+    assert blob_poller_factory().poll_once() == 0  # a new poller: the host restarted
+
+    assert uploads_of(calls) == [b"once"]
+    receipt = blob_receipt_name(unique_name, "on_upload", etag, unique_name, "in/a.csv")
+    hosts = BlobServiceClient.from_connection_string(azurite).get_container_client(HOSTS_CONTAINER)
+    assert receipt.startswith(f"blobreceipts/{unique_name}/Host.Functions.on_upload/0x")
+    assert hosts.get_blob_client(receipt).get_blob_properties().metadata["IsCompleted"] == "true"
+
+
+def test_a_re_upload_with_a_new_etag_fires_again(
+    uploads: ContainerClient, blob_poller_factory: Any, calls: list[dict[str, Any]]
+) -> None:
+    uploads.upload_blob("in/a.csv", b"first")
+    blob_poller_factory().poll_once()
+
+    uploads.upload_blob("in/a.csv", b"second", overwrite=True)
+
+    assert blob_poller_factory().poll_once() == 1
+    assert uploads_of(calls) == [b"first", b"second"]
+
+
+def test_a_failing_blob_is_retried_then_poisoned_and_left_alone(
+    azurite: str, uploads: ContainerClient, blob_poller_factory: Any, calls: list[dict[str, Any]]
+) -> None:
+    uploads.upload_blob("in/bad.csv", b"fail please")
+    poller = blob_poller_factory(max_attempts=3)
+
+    handled = [poller.poll_once() for _ in range(4)]
+
+    assert handled == [1, 1, 1, 0]
+    assert len(uploads_of(calls)) == 3
+    messages = [
+        json.loads(base64.b64decode(m)) for m in poison_messages(azurite, BLOB_POISON_QUEUE)
+    ]
+    mine = [m for m in messages if m["ContainerName"] == uploads.container_name]
+    assert mine == [
+        {
+            "Type": "BlobTrigger",
+            "FunctionId": "Host.Functions.on_upload",
+            "BlobType": "BlockBlob",
+            "ContainerName": uploads.container_name,
+            "BlobName": "in/bad.csv",
+            "ETag": mine[0]["ETag"],
+        }
+    ]
+    assert blob_poller_factory(max_attempts=3).poll_once() == 0  # nor after a restart
+
+
+def test_failed_attempts_survive_a_restart(
+    uploads: ContainerClient, blob_poller_factory: Any, calls: list[dict[str, Any]]
+) -> None:
+    uploads.upload_blob("in/bad.csv", b"fail please")
+    blob_poller_factory(max_attempts=2).poll_once()
+
+    assert blob_poller_factory(max_attempts=2).poll_once() == 1
+    assert blob_poller_factory(max_attempts=2).poll_once() == 0
+    assert len(uploads_of(calls)) == 2
+
+
+def test_a_blob_poller_thread_delivers_on_a_manual_clock(
+    azurite: str,
+    uploads: ContainerClient,
+    index: FunctionIndex,
+    invoker: Invoker,
+    calls: list[dict[str, Any]],
+    unique_name: str,
+) -> None:
+    clock = ManualClock()
+    poller = BlobTriggerPoller(
+        azurite, index.get("on_upload"), invoker, clock, host_id=unique_name, interval=5.0
+    )
+    poller.start()
+    try:
+        uploads.upload_blob("in/later.csv", b"later")
+        clock.advance(5.0)
+        wait_until(lambda: uploads_of(calls) == [b"later"])
+    finally:
+        poller.stop()
+
+
+def test_a_blob_path_matches_its_pattern_and_lists_by_its_literal_prefix() -> None:
+    path = BlobPath.parse("uploads/parse_portfolio/{name}.csv")
+
+    assert path.container == "uploads"
+    assert path.prefix == "parse_portfolio/"
+    assert path.matches("parse_portfolio/a/b.csv")
+    assert not path.matches("parse_portfolio/a.json")
+    assert BlobPath.parse("uploads").matches("anything/at/all")
+
+
+def test_a_queue_message_that_succeeds_is_deleted(
+    queue: QueueClient, queue_poller: QueueTriggerPoller, calls: list[dict[str, Any]]
+) -> None:
+    queue_poller.poll_once()  # creates the queue
+    queue.send_message(b64("hello"))
+
+    assert queue_poller.poll_once() == 1
+
+    assert calls == [{"function": "on_message", "body": b"hello", "dequeue_count": 1}]
+    assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_a_message_failing_max_dequeue_count_times_lands_in_the_poison_queue_with_its_body(
+    azurite: str, queue: QueueClient, queue_poller: QueueTriggerPoller, calls: list[dict[str, Any]]
+) -> None:
+    queue_poller.poll_once()
+    queue.send_message(b64("fail: bad message"))
+
+    handled = [queue_poller.poll_once() for _ in range(6)]
+
+    assert handled == [1, 1, 1, 1, 1, 0]
+    assert [c["dequeue_count"] for c in calls] == [1, 2, 3, 4, 5]
+    assert poison_messages(azurite, f"{queue.queue_name}-poison") == [b64("fail: bad message")]
+    assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_a_message_that_is_not_base64_is_poisoned_without_invoking(
+    azurite: str, queue: QueueClient, queue_poller: QueueTriggerPoller, calls: list[dict[str, Any]]
+) -> None:
+    queue_poller.poll_once()
+    queue.send_message("not base64 at all!")
+
+    assert queue_poller.poll_once() == 1
+
+    assert calls == []
+    assert poison_messages(azurite, f"{queue.queue_name}-poison") == ["not base64 at all!"]
+
+
+def test_plain_text_messages_are_read_as_is_when_host_json_says_none(
+    azurite: str,
+    queue: QueueClient,
+    index: FunctionIndex,
+    invoker: Invoker,
+    calls: list[dict[str, Any]],
+) -> None:
+    settings = HostSettings(queues=QueueSettings(message_encoding="none"))
+    poller = QueueTriggerPoller(
+        azurite, index.get("on_message"), invoker, ManualClock(), host_settings=settings
+    )
+    poller.poll_once()
+    queue.send_message('{"plain": true}')
+
+    poller.poll_once()
+
+    assert calls[0]["body"] == b'{"plain": true}'
+
+
+def test_a_queue_poller_thread_delivers_on_a_manual_clock(
+    azurite: str,
+    queue: QueueClient,
+    index: FunctionIndex,
+    invoker: Invoker,
+    calls: list[dict[str, Any]],
+) -> None:
+    clock = ManualClock()
+    poller = QueueTriggerPoller(
+        azurite, index.get("on_message"), invoker, clock, host_settings=HostSettings(), interval=5.0
+    )
+    poller.start()
+    try:
+        wait_until(lambda: queue_exists(queue))
+        queue.send_message(b64("threaded"))
+        clock.advance(5.0)
+        wait_until(lambda: [c["body"] for c in calls] == [b"threaded"])
+    finally:
+        poller.stop()
+
+
+def queue_exists(queue: QueueClient) -> bool:
+    try:
+        queue.get_queue_properties()
+    except Exception:
+        return False
+    return True
