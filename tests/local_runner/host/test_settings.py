@@ -102,7 +102,7 @@ def test_a_malformed_host_json_value_names_the_file_and_key(
 
 
 def test_a_missing_or_broken_host_json_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="host.json"):
+    with pytest.raises(ConfigurationError, match=r"host\.json"):
         load_host_settings(tmp_path)
     (tmp_path / "host.json").write_text("{not json")
     with pytest.raises(ConfigurationError, match="not valid JSON"):
