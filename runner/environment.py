@@ -1,0 +1,242 @@
+"""The runner's environment, read once at start-up into two validated settings objects.
+
+`RunnerSettings` is what the runner needs to report at all (run id, token, queue, output prefix,
+storage); when it is broken, no completion message can be sent and the runner only prints why.
+`TaskSettings` is PACTA's part (`TASK_ID`, `TASK_TYPE`, `<TYPE>_REQUEST`); when it is broken, the
+runner still reports `invalid_environment` through the queue. Every error names the variable, and
+none repeats a value, so a secret cannot leak through an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from orchestrations.contracts import RunnerEnv, TaskType, parse_blob_uri
+from runner.errors import InvalidEnvironmentError
+
+TASK_ID_VAR = "TASK_ID"
+TASK_TYPE_VAR = "TASK_TYPE"
+
+# Container and queue names share one rule; pydantic's own `pattern` has no look-ahead.
+_STORAGE_NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
+_ACCOUNT_KEY_PATTERN = re.compile(r"AccountKey=([^;]+)", re.IGNORECASE)
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class OutputPrefix(BaseModel):
+    """`az://<container>/<path>/`: where the run's outputs, log and result document go."""
+
+    model_config = ConfigDict(frozen=True)
+
+    container: str
+    path: str = Field(description="Blob name prefix inside the container; empty or ending in `/`.")
+
+    @classmethod
+    def parse(cls, uri: str) -> OutputPrefix:
+        scheme = "az://"
+        if not uri.startswith(scheme):
+            raise ValueError(f"must start with {scheme!r}, e.g. 'az://runs/<run_id>/'")
+        container, _, path = uri[len(scheme) :].partition("/")
+        if not _STORAGE_NAME_PATTERN.match(container):
+            raise ValueError(f"container {container!r} is not a valid blob container name")
+        if path and not path.endswith("/"):
+            path += "/"
+        return cls(container=container, path=path)
+
+    def blob_name(self, relative: str) -> str:
+        return f"{self.path}{relative}"
+
+    def uri(self, relative: str) -> str:
+        return f"az://{self.container}/{self.blob_name(relative)}"
+
+    def __str__(self) -> str:
+        return f"az://{self.container}/{self.path}"
+
+
+class RunnerSettings(BaseModel):
+    """Where the runner works and reports: our `RUNNER_*` variables (contracts.RunnerEnv)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    run_id: str = Field(
+        validation_alias=RunnerEnv.RUN_ID.value, min_length=1, description="The run's id."
+    )
+    callback_token: SecretStr = Field(
+        validation_alias=RunnerEnv.CALLBACK_TOKEN.value,
+        min_length=16,
+        description="Authenticates the completion message; never logged.",
+    )
+    events_queue: str = Field(
+        validation_alias=RunnerEnv.EVENTS_QUEUE.value,
+        description="Storage queue that receives the completion message.",
+    )
+    output_prefix: OutputPrefix = Field(
+        validation_alias=RunnerEnv.OUTPUT_PREFIX.value,
+        description="`az://<container>/<path>/` for outputs, `runner.log` and `result.json`.",
+    )
+    storage_connection_string: SecretStr | None = Field(
+        default=None,
+        validation_alias=RunnerEnv.STORAGE_CONNECTION_STRING.value,
+        description="Storage connection string (Azurite, locally); never logged.",
+    )
+    blob_account_url: str | None = Field(
+        default=None,
+        validation_alias=RunnerEnv.BLOB_ACCOUNT_URL.value,
+        description="Blob endpoint used with DefaultAzureCredential (managed identity, in Azure).",
+    )
+    queue_account_url: str | None = Field(
+        default=None,
+        validation_alias=RunnerEnv.QUEUE_ACCOUNT_URL.value,
+        description="Queue endpoint used with DefaultAzureCredential (managed identity, in Azure).",
+    )
+    work_dir: Path | None = Field(
+        default=None,
+        validation_alias=RunnerEnv.WORK_DIR.value,
+        description="Working directory (input/, output/, runner.log); unset: a fresh temp dir.",
+    )
+
+    @field_validator("events_queue")
+    @classmethod
+    def _valid_queue_name(cls, name: str) -> str:
+        if not _STORAGE_NAME_PATTERN.match(name):
+            raise ValueError(
+                "is not a valid queue name (3-63 lowercase letters, digits, single hyphens)"
+            )
+        return name
+
+    @field_validator("output_prefix", mode="before")
+    @classmethod
+    def _parse_prefix(cls, value: Any) -> Any:
+        return OutputPrefix.parse(value) if isinstance(value, str) else value
+
+    @field_validator(
+        "storage_connection_string",
+        "blob_account_url",
+        "queue_account_url",
+        "work_dir",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _one_way_to_storage(self) -> Self:
+        urls = (self.blob_account_url, self.queue_account_url)
+        if self.storage_connection_string is not None:
+            if any(urls):
+                raise ValueError(
+                    f"set either {RunnerEnv.STORAGE_CONNECTION_STRING} or "
+                    f"{RunnerEnv.BLOB_ACCOUNT_URL} and {RunnerEnv.QUEUE_ACCOUNT_URL}, not both"
+                )
+        elif not all(urls):
+            raise ValueError(
+                f"storage is not configured: set {RunnerEnv.STORAGE_CONNECTION_STRING} (locally) "
+                f"or both {RunnerEnv.BLOB_ACCOUNT_URL} and {RunnerEnv.QUEUE_ACCOUNT_URL} "
+                "(managed identity)"
+            )
+        return self
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> RunnerSettings:
+        """Validate the `RUNNER_*` variables; raise InvalidEnvironmentError naming each bad one."""
+        names = [member.value for member in RunnerEnv]
+        return _validate(cls, {name: environ[name] for name in names if name in environ})
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log: the token, the connection string and its key."""
+        values = [self.callback_token.get_secret_value()]
+        if self.storage_connection_string is not None:
+            connection_string = self.storage_connection_string.get_secret_value()
+            values.append(connection_string)
+            values.extend(_ACCOUNT_KEY_PATTERN.findall(connection_string))
+        return values
+
+
+class TaskSettings(BaseModel):
+    """PACTA's part of the environment: `TASK_ID`, `TASK_TYPE` and the `<TYPE>_REQUEST` JSON."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str = Field(validation_alias=TASK_ID_VAR, min_length=1, description="PACTA's task id.")
+    task_type: TaskType = Field(validation_alias=TASK_TYPE_VAR, description="PACTA's task type.")
+    request: dict[str, Any] = Field(
+        description="The `<TYPE>_REQUEST` document (Go field names); `BlobURIs` lists the inputs."
+    )
+
+    @field_validator("request", mode="before")
+    @classmethod
+    def _parse_request(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"is not JSON ({error.msg} at character {error.pos})") from None
+        return value
+
+    @field_validator("request")
+    @classmethod
+    def _has_blob_uris(cls, request: dict[str, Any]) -> dict[str, Any]:
+        uris = request.get("BlobURIs")
+        if not isinstance(uris, list) or not uris or not all(isinstance(uri, str) for uri in uris):
+            raise ValueError(
+                "must have `BlobURIs`, a non-empty list of 'az://<container>/<path>' strings"
+            )
+        for uri in uris:
+            parse_blob_uri(uri)
+        return request
+
+    @property
+    def blob_uris(self) -> list[str]:
+        return list(self.request["BlobURIs"])
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> TaskSettings:
+        """Validate PACTA's variables; the request variable's name follows from `TASK_TYPE`."""
+        raw_type = environ.get(TASK_TYPE_VAR, "")
+        try:
+            task_type = TaskType(raw_type)
+        except ValueError:
+            allowed = ", ".join(member.value for member in TaskType)
+            problem = "is not set" if not raw_type else f"is {raw_type!r}, not one of: {allowed}"
+            raise InvalidEnvironmentError(f"{TASK_TYPE_VAR} {problem}") from None
+        request_var = task_type.request_env_var
+        data: dict[str, Any] = {
+            name: environ[name] for name in (TASK_ID_VAR, TASK_TYPE_VAR) if name in environ
+        }
+        if request_var in environ:
+            data["request"] = environ[request_var]
+        return _validate(cls, data, renames={"request": request_var})
+
+
+def _validate(
+    model: type[_Model], data: dict[str, Any], *, renames: Mapping[str, str] | None = None
+) -> _Model:
+    """Validate `data` into `model`; pydantic's errors become one message naming the variables."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for detail in error.errors(include_input=False, include_url=False):
+            location = str(detail["loc"][0]) if detail["loc"] else ""
+            name = (renames or {}).get(location, location)
+            message = str(detail["msg"]).removeprefix("Value error, ")
+            if detail["type"] == "missing":
+                message = "is not set"
+            problems.append(f"{name} {message}" if name else message)
+        raise InvalidEnvironmentError("; ".join(problems)) from None

@@ -1,0 +1,52 @@
+"""The run log redacts secrets; the workspace names downloads safely."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from runner.errors import InvalidEnvironmentError
+from runner.logs import run_logging
+from runner.workspace import Workspace
+
+
+def test_the_log_file_carries_the_run_id_and_never_a_secret(tmp_path: Path) -> None:
+    log_path = tmp_path / "runner.log"
+    with run_logging(log_path, run_id="run-42", secrets=["s3cr3t-token", ""]):
+        logging.getLogger("runner.test").warning("token is %s", "s3cr3t-token")
+    text = log_path.read_text(encoding="utf-8")
+    assert "[run run-42] token is ***" in text and "s3cr3t-token" not in text
+
+
+def test_logging_is_restored_after_the_run(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    with run_logging(tmp_path / "runner.log", run_id="run-42", secrets=[]):
+        pass
+    assert root.handlers == handlers
+
+
+def test_downloads_keep_their_base_name_and_are_numbered_when_it_is_taken(tmp_path: Path) -> None:
+    workspace = Workspace.create(tmp_path / "work")
+    first = workspace.local_input_name("parse_portfolio/a b.csv")
+    (workspace.input_dir / first).write_text("x")
+    second = workspace.local_input_name("other/a b.csv")
+    assert (first, second) == ("a_b.csv", "a_b-2.csv")
+    assert workspace.local_input_name("x/../..") == "input"
+
+
+def test_a_work_dir_holding_an_earlier_runs_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "input").mkdir()
+    (tmp_path / "input" / "old.csv").write_text("x")
+    with pytest.raises(InvalidEnvironmentError, match="RUNNER_WORK_DIR holds files"):
+        Workspace.create(tmp_path)
+
+
+def test_a_temporary_workspace_is_removed_and_a_given_one_kept(tmp_path: Path) -> None:
+    temporary = Workspace.create(None)
+    given = Workspace.create(tmp_path / "given")
+    temporary.remove_if_temporary()
+    given.remove_if_temporary()
+    assert not temporary.root.exists() and given.root.exists()
