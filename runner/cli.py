@@ -1,0 +1,78 @@
+"""Command line of `python -m runner`.
+
+Without arguments it runs the task its environment describes (the container's entry point). The
+`parse-portfolio` subcommand runs only the portfolio parser on local directories, without storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from orchestrations.contracts import RunnerEnv
+from runner import __version__
+from runner.environment import TASK_ID_VAR, TASK_TYPE_VAR
+from runner.errors import EXIT_BAD_ENVIRONMENT, EXIT_SUCCEEDED
+from runner.logs import run_logging
+
+ENVIRONMENT_HELP = f"""\
+Without a subcommand, the runner reads PACTA's {TASK_ID_VAR}, {TASK_TYPE_VAR} and <TYPE>_REQUEST
+(e.g. PARSE_PORTFOLIO_REQUEST={{"IncompleteUploadIDs":[],"BlobURIs":["az://uploads/x.csv"]}}) and
+{RunnerEnv.RUN_ID}, {RunnerEnv.CALLBACK_TOKEN}, {RunnerEnv.EVENTS_QUEUE}, {RunnerEnv.OUTPUT_PREFIX},
+{RunnerEnv.STORAGE_CONNECTION_STRING} (or {RunnerEnv.BLOB_ACCOUNT_URL} and
+{RunnerEnv.QUEUE_ACCOUNT_URL} with a managed identity) and, optionally, {RunnerEnv.WORK_DIR}.
+It exits 0 when the task succeeded, 1 when it failed and 2 when the environment is invalid.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m runner",
+        description="Run one PACTA task inside the runner image.",
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    parse = commands.add_parser(
+        "parse-portfolio",
+        help="parse the portfolio CSVs in INPUT_DIR into OUTPUT_DIR (no storage)",
+        description="Write one CSV per portfolio and processed_portfolios.json into OUTPUT_DIR.",
+    )
+    parse.add_argument(
+        "input_dir", type=Path, metavar="INPUT_DIR", help="directory of portfolio CSV files"
+    )
+    parse.add_argument("output_dir", type=Path, metavar="OUTPUT_DIR", help="created if missing")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "parse-portfolio":
+        return parse_portfolio_command(args.input_dir, args.output_dir)
+    # Imported here: the parse-portfolio command needs no storage SDKs.
+    from runner.run import run
+
+    return run(os.environ)
+
+
+def parse_portfolio_command(input_dir: Path, output_dir: Path) -> int:
+    """Run the parser alone; print one line per input file. Exit 0 once the manifest is written."""
+    from runner.tasks.parse_portfolio import MANIFEST_NAME, process_directory
+
+    if not input_dir.is_dir():
+        print(f"runner: INPUT_DIR {input_dir} is not a directory", file=sys.stderr)
+        return EXIT_BAD_ENVIRONMENT
+    with run_logging(None, run_id="local", secrets=[]):
+        entries = process_directory(input_dir, output_dir)
+    for entry in entries:
+        if "portfolios" in entry:
+            names = ", ".join(portfolio["output_filename"] for portfolio in entry["portfolios"])
+            print(f"{entry['input_filename']}: {len(entry['portfolios'])} portfolio(s): {names}")
+        else:
+            print(f"{entry['input_filename']}: cannot import: {entry.get('error_detail')}")
+    print(f"wrote {output_dir / MANIFEST_NAME}")
+    return EXIT_SUCCEEDED

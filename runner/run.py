@@ -1,0 +1,223 @@
+"""One run, start to finish: environment -> inputs -> task -> outputs -> result -> log -> message.
+
+Every failure becomes a RunnerError with a stable code. Whatever happened, the runner then still
+tries to upload a result document and its own log and to send the completion message, in that
+order (so both blobs exist when the message arrives), and exits 0 (succeeded), 1 (failed) or
+2 (bad environment). Only when the `RUNNER_*` variables themselves are broken can it not report;
+then it prints the reason to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from orchestrations.contracts import RunError, RunnerEvent, RunnerEventStatus, parse_blob_uri
+from runner import __version__
+from runner.environment import RunnerSettings, TaskSettings
+from runner.errors import (
+    EXIT_BAD_ENVIRONMENT,
+    EXIT_FAILED,
+    EXIT_SUCCEEDED,
+    InvalidEnvironmentError,
+    RunnerError,
+)
+from runner.logs import flush_logs, run_logging
+from runner.result import LOG_NAME, RESULT_NAME, build_result_document, render_result_document
+from runner.storage import RunStorage, connect
+from runner.tasks import get_task
+from runner.tasks.base import OutputFile, TaskInput, TaskOutcome
+from runner.workspace import Workspace
+
+logger = logging.getLogger(__name__)
+
+# The message must stay far below the queue's 64 KiB; full detail is in the result document and log.
+MAX_ERROR_MESSAGE_CHARS = 4000
+
+
+@dataclass
+class _Progress:
+    """What the run has got so far; the report at the end uses whatever is there."""
+
+    task: TaskSettings | None = None
+    outcome: TaskOutcome = field(default_factory=TaskOutcome)
+    uploaded: list[tuple[OutputFile, str]] = field(default_factory=list)
+    error: RunnerError | None = None
+
+
+def run(environ: Mapping[str, str]) -> int:
+    """Run the task the environment describes; return the process exit code."""
+    started_at = _utc_now()
+    try:
+        settings = RunnerSettings.from_environ(environ)
+        workspace = Workspace.create(settings.work_dir)
+    except InvalidEnvironmentError as error:
+        print(
+            f"runner: cannot start, and cannot send a completion message: {error.message}",
+            file=sys.stderr,
+        )
+        return error.exit_code
+    try:
+        with run_logging(workspace.log_path, run_id=settings.run_id, secrets=settings.secrets()):
+            return _run_in_workspace(environ, settings, workspace, started_at)
+    finally:
+        workspace.remove_if_temporary()
+
+
+def _run_in_workspace(
+    environ: Mapping[str, str], settings: RunnerSettings, workspace: Workspace, started_at: datetime
+) -> int:
+    logger.info(
+        "pacta runner %s starting in %s; outputs go to %s",
+        __version__,
+        workspace.root,
+        settings.output_prefix,
+    )
+    try:
+        storage = RunStorage(connect(settings), settings.output_prefix)
+    except ValueError as error:  # a malformed connection string or account URL
+        logger.error("cannot build the storage clients, so cannot report either: %s", error)
+        return EXIT_BAD_ENVIRONMENT
+    try:
+        storage.ensure_output_container()
+        progress = _Progress()
+        try:
+            _run_task(environ, storage, workspace, progress)
+        except RunnerError as error:
+            progress.error = error
+        except Exception as error:  # the last line of defence: a bug still ends in a failed message
+            logger.exception("the run failed unexpectedly")
+            progress.error = RunnerError(
+                "task_failed", f"The runner failed unexpectedly: {type(error).__name__}: {error}"
+            )
+        return _report(settings, storage, workspace, progress, started_at)
+    finally:
+        storage.close()
+
+
+def _run_task(
+    environ: Mapping[str, str], storage: RunStorage, workspace: Workspace, progress: _Progress
+) -> None:
+    task_settings = progress.task = TaskSettings.from_environ(environ)
+    task = get_task(task_settings.task_type)
+    logger.info(
+        "task %s (%s): %d input(s)",
+        task_settings.task_id,
+        task_settings.task_type,
+        len(task_settings.blob_uris),
+    )
+    sources = _download_inputs(storage, task_settings.blob_uris, workspace)
+    outcome = progress.outcome = task(
+        TaskInput(
+            task_settings.task_type,
+            task_settings.request,
+            workspace.input_dir,
+            workspace.output_dir,
+            sources,
+        )
+    )
+    for output in outcome.outputs:
+        uri = storage.upload_file(output.path, output.blob_name, content_type=output.content_type)
+        progress.uploaded.append((output, uri))
+    for attachment in outcome.attachments:
+        storage.upload_file(
+            attachment.path, attachment.blob_name, content_type=attachment.content_type
+        )
+    if outcome.error is not None:
+        raise RunnerError(outcome.error.code, outcome.error.message)
+
+
+def _download_inputs(storage: RunStorage, uris: list[str], workspace: Workspace) -> dict[str, str]:
+    """Download each input into `input/`; return local file name -> blob URI."""
+    sources: dict[str, str] = {}
+    for uri in uris:
+        _, blob_name = parse_blob_uri(uri)
+        name = workspace.local_input_name(blob_name)
+        storage.download(uri, workspace.input_dir / name)
+        sources[name] = uri
+    return sources
+
+
+def _report(
+    settings: RunnerSettings,
+    storage: RunStorage,
+    workspace: Workspace,
+    progress: _Progress,
+    started_at: datetime,
+) -> int:
+    """Upload the result document and the log, send the completion message; return the exit code."""
+    finished_at = _utc_now()
+    error = progress.error
+    result_uri = None
+    if progress.task is None:
+        logger.warning("no result document: PACTA's task variables are not valid")
+    else:
+        try:
+            document = build_result_document(
+                progress.task,
+                progress.outcome,
+                progress.uploaded,
+                run_id=settings.run_id,
+                error=_run_error(error),
+                started_at=started_at,
+                finished_at=finished_at,
+                log_uri=storage.output_uri(LOG_NAME),
+            )
+            result_uri = storage.upload_text(
+                render_result_document(document), RESULT_NAME, content_type="application/json"
+            )
+        except RunnerError as upload_error:
+            logger.error("%s", upload_error.message)
+            error = error or upload_error
+    exit_code = EXIT_SUCCEEDED if error is None else error.exit_code
+    if error is None:
+        logger.info("run succeeded with %d output(s)", len(progress.uploaded))
+    else:
+        logger.error("run failed (%s): %s", error.code, error.message)
+    log_uri = _upload_log(storage, workspace)
+    event = RunnerEvent(
+        run_id=settings.run_id,
+        token=settings.callback_token.get_secret_value(),
+        status=RunnerEventStatus.SUCCEEDED if error is None else RunnerEventStatus.FAILED,
+        exit_code=exit_code,
+        error=_run_error(error),
+        result_uri=result_uri,
+        log_uri=log_uri,
+        outputs_count=len(progress.uploaded),
+        started_at=started_at,
+        finished_at=finished_at,
+    )
+    try:
+        storage.send_event(event)
+    except RunnerError as send_error:
+        logger.error(
+            "%s The orchestrator will notice the job ended through its status checks.",
+            send_error.message,
+        )
+        return exit_code or EXIT_FAILED
+    return exit_code
+
+
+def _upload_log(storage: RunStorage, workspace: Workspace) -> str | None:
+    """Upload `runner.log`; a failure is only a warning, the outputs matter more than the log."""
+    flush_logs()
+    try:
+        return storage.upload_file(
+            workspace.log_path, LOG_NAME, content_type="text/plain; charset=utf-8"
+        )
+    except RunnerError as error:
+        logger.warning("%s", error.message)
+        return None
+
+
+def _run_error(error: RunnerError | None) -> RunError | None:
+    if error is None:
+        return None
+    return RunError(code=error.code, message=error.message[:MAX_ERROR_MESSAGE_CHARS])
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
