@@ -10,3 +10,28 @@ Modules: history (events, request JSON, a test builder) -> actions (replies, eff
 -> state / store (the instance and its blob) -> episode (pure transitions) -> engine (threads,
 locks, write-through) -> api (HTTP).
 """
+
+from local_runner.host.durable.engine import ActivityRunner, OrchestrationEngine
+from local_runner.host.durable.errors import (
+    DurableHostError,
+    InstanceExistsError,
+    InstanceGoneError,
+    InstanceNotFoundError,
+    OrchestratorNotFoundError,
+    StoreConflictError,
+)
+from local_runner.host.durable.state import RuntimeStatus
+from local_runner.host.durable.store import InstanceStore
+
+__all__ = [
+    "ActivityRunner",
+    "DurableHostError",
+    "InstanceExistsError",
+    "InstanceGoneError",
+    "InstanceNotFoundError",
+    "InstanceStore",
+    "OrchestrationEngine",
+    "OrchestratorNotFoundError",
+    "RuntimeStatus",
+    "StoreConflictError",
+]

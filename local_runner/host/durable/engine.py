@@ -1,0 +1,489 @@
+"""The in-process durable engine: runs orchestrations through the real SDK, as the extension does.
+
+    store = InstanceStore.from_connection_string(connection_string, "PactaRunner")
+    engine = OrchestrationEngine(store, orchestrators={"run_task": handle}, run_activity=call,
+                                 clock=SystemClock(), task_hub="PactaRunner")
+    engine.start()                        # background scheduler thread
+    engine.start_new("run_task", "run-1", json.dumps(request))
+    ...
+    engine.stop()
+
+Tests drive it without the thread: `engine.run_until_idle()` does everything runnable now and
+returns when only future timers or external events are left; a `ManualClock` moves time.
+
+Every change to an instance is written through to the store before anything acts on it, so a new
+engine over the same store resumes where another stopped: it reloads the unfinished instances,
+fires their timers when due and runs again the activities that were scheduled but never answered
+(at least once, as Durable Functions does). Episodes of one instance never overlap (one lock per
+instance); activities run on a thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+from local_runner.host.clock import Clock
+from local_runner.host.durable import episode
+from local_runner.host.durable.actions import Orchestrator
+from local_runner.host.durable.errors import (
+    InstanceExistsError,
+    InstanceGoneError,
+    InstanceNotFoundError,
+    OrchestratorNotFoundError,
+    StoreConflictError,
+)
+from local_runner.host.durable.history import HistoryEvent
+from local_runner.host.durable.state import ActivityCall, InstanceState, RuntimeStatus
+from local_runner.host.durable.status import to_status
+from local_runner.host.durable.store import InstanceStore
+
+logger = logging.getLogger(__name__)
+
+# (activity name, input JSON) -> result JSON; raises when the activity fails.
+ActivityRunner = Callable[[str, str | None], str]
+# host.json extensions.durableTask.maxConcurrentActivityFunctions in this app.
+DEFAULT_ACTIVITY_WORKERS = 8
+# The scheduler looks again at least this often (clock seconds), even when nothing woke it.
+IDLE_RECHECK_SECONDS = 1.0
+_ACTIVE = {RuntimeStatus.PENDING, RuntimeStatus.RUNNING, RuntimeStatus.CONTINUED_AS_NEW}
+T = TypeVar("T")
+
+
+class OrchestrationEngine:
+    def __init__(
+        self,
+        store: InstanceStore,
+        *,
+        orchestrators: Mapping[str, Orchestrator],
+        run_activity: ActivityRunner,
+        clock: Clock,
+        task_hub: str,
+        activity_workers: int = DEFAULT_ACTIVITY_WORKERS,
+    ) -> None:
+        self._store = store
+        self._orchestrators = dict(orchestrators)
+        self._run_activity = run_activity
+        self._clock = clock
+        self.task_hub = task_hub
+        self._executor = ThreadPoolExecutor(activity_workers, thread_name_prefix="durable-activity")
+        self._states: dict[str, InstanceState] = {}
+        self._locks: dict[str, threading.RLock] = {}
+        self._guard = threading.Lock()
+        self._running: set[tuple[str, str, int]] = set()
+        self._loaded = False
+        # `_version` counts every change, `_busy` the episodes and activities under way.
+        self._changed = threading.Condition()
+        self._version = 0
+        self._busy = 0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the unfinished instances and start the scheduler thread."""
+        self._ensure_loaded()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._loop, name="durable-scheduler", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop scheduling; answers of activities still running are dropped (they re-run later)."""
+        self._stopping.set()
+        self._stopped = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> OrchestrationEngine:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # -- client operations -----------------------------------------------------------------------
+
+    def start_new(
+        self, name: str, instance_id: str | None = None, input_json: str | None = None
+    ) -> str:
+        """Create an instance (Pending until its first episode); returns its id.
+
+        Raises `OrchestratorNotFoundError` for an unregistered name and `InstanceExistsError` when
+        the id belongs to an instance that has not finished; a finished one is replaced.
+        """
+        if name not in self._orchestrators:
+            raise OrchestratorNotFoundError(name, list(self._orchestrators))
+        instance_id = instance_id or uuid.uuid4().hex
+        with self._lock(instance_id):
+            existing = self._find(instance_id)
+            if existing is not None and not existing.status.is_terminal:
+                raise InstanceExistsError(instance_id, existing.status.value)
+            state = episode.new_instance(name, instance_id, input_json, self._clock.now())
+            state.etag = existing.etag if existing is not None else None
+            self._save(state)
+        logger.info("Started orchestration %s (%s)", instance_id, name,
+                    extra={"instance_id": instance_id})
+        self._notify()
+        return instance_id
+
+    def raise_event(self, instance_id: str, name: str, data_json: str | None = None) -> None:
+        """Queue an external event; `InstanceNotFoundError` / `InstanceGoneError` if it can't."""
+
+        def change(state: InstanceState) -> None:
+            episode.raise_event(state, name, data_json, self._clock.now())
+
+        self._change_active(instance_id, change)
+        logger.info("Raised event %s on %s", name, instance_id, extra={"instance_id": instance_id})
+
+    def terminate(self, instance_id: str, reason: str) -> None:
+        """End the instance now, as Terminated with `reason` as its output."""
+
+        def change(state: InstanceState) -> None:
+            episode.terminate(state, reason, self._clock.now())
+
+        self._change_active(instance_id, change)
+        logger.info("Terminated %s: %s", instance_id, reason, extra={"instance_id": instance_id})
+
+    def get_status(
+        self,
+        instance_id: str,
+        *,
+        show_history: bool = False,
+        show_history_output: bool = False,
+        show_input: bool = True,
+    ) -> dict[str, Any] | None:
+        """The extension's status JSON for the instance, or None if there is no such instance."""
+        with self._lock(instance_id):
+            state = self._find(instance_id)
+            if state is None:
+                return None
+            return to_status(
+                state, show_history=show_history, show_history_output=show_history_output,
+                show_input=show_input,
+            )
+
+    def get_history(self, instance_id: str) -> list[HistoryEvent]:
+        """The current execution's raw history, as the SDK replays it."""
+        with self._lock(instance_id):
+            state = self._find(instance_id)
+            if state is None:
+                raise InstanceNotFoundError(instance_id, self.task_hub)
+            return [dict(event) for event in state.history]
+
+    def list_instances(
+        self,
+        *,
+        runtime_status: Collection[str] | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        instance_id_prefix: str | None = None,
+        show_input: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Status JSON of the instances matching all the filters: oldest first, then by id."""
+        wanted = set(runtime_status) if runtime_status else None
+        matches = []
+        for instance_id in self._all_instance_ids():
+            if instance_id_prefix and not instance_id.startswith(instance_id_prefix):
+                continue
+            with self._lock(instance_id):
+                state = self._find(instance_id)
+                if state is None or (wanted is not None and state.status.value not in wanted):
+                    continue
+                if created_from is not None and state.created_time < created_from:
+                    continue
+                if created_to is not None and state.created_time > created_to:
+                    continue
+                key = (state.created_time, instance_id)
+                matches.append((key, to_status(state, show_input=show_input)))
+        return [status for _, status in sorted(matches, key=lambda m: m[0])]
+
+    # -- test drivers ----------------------------------------------------------------------------
+
+    def run_until_idle(self, timeout: float = 30.0) -> None:
+        """Do all work runnable now, in this thread and the activity pool, until none is left.
+
+        Returns when only timers due later (by the clock) or external events not yet raised could
+        move an instance; raises TimeoutError if work is still going on after `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._changed:
+                seen = self._version
+            if self._pump():
+                continue
+            with self._changed:
+                if self._busy == 0 and self._version == seen:
+                    return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"The durable engine was still busy after {timeout}s "
+                        f"({self._busy} episodes or activities under way)."
+                    )
+                if self._version == seen:
+                    self._changed.wait(remaining)
+
+    def wait_for_status(
+        self, instance_id: str, statuses: Collection[str], timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """Block until the instance is in one of `statuses` (needs `start()` or another driver)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._changed:
+                seen = self._version
+            status = self.get_status(instance_id)
+            if status is not None and status["runtimeStatus"] in statuses:
+                return status
+            with self._changed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    current = status["runtimeStatus"] if status else "missing"
+                    raise TimeoutError(
+                        f"Instance {instance_id!r} is {current}, not one of {sorted(statuses)}, "
+                        f"after {timeout}s."
+                    )
+                if self._version == seen:
+                    self._changed.wait(remaining)
+
+    # -- scheduling ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                if self._pump():
+                    continue
+            except Exception:
+                logger.exception("The durable scheduler failed a round; it carries on")
+            self._clock.wait(self._wake, self._seconds_to_next_timer())
+
+    def _pump(self) -> bool:
+        """One round: fire due timers, start unanswered activities, run one episode per instance."""
+        self._ensure_loaded()
+        did = False
+        now = self._clock.now()
+        for instance_id in self._active_ids():
+            did |= self._fire_timers(instance_id, now)
+            did |= self._redispatch(instance_id)
+            did |= self._run_episode(instance_id)
+        return did
+
+    def _seconds_to_next_timer(self) -> float:
+        due = []
+        for instance_id in self._active_ids():
+            with self._lock(instance_id):
+                state = self._states.get(instance_id)
+                if state is not None and (when := episode.next_timer_due(state)) is not None:
+                    due.append(when)
+        if not due:
+            return IDLE_RECHECK_SECONDS
+        until = (min(due) - self._clock.now()).total_seconds()
+        return max(0.0, min(IDLE_RECHECK_SECONDS, until))
+
+    def _fire_timers(self, instance_id: str, now: datetime) -> bool:
+        with self._lock(instance_id):
+            state = self._states.get(instance_id)
+            if state is None or state.status.is_terminal or not episode.fire_due_timers(state, now):
+                return False
+            self._save_or_forget(state)
+        self._notify()
+        return True
+
+    def _redispatch(self, instance_id: str) -> bool:
+        with self._lock(instance_id):
+            state = self._states.get(instance_id)
+            if state is None or state.status.is_terminal:
+                return False
+            execution_id, calls = state.execution_id, list(state.activities.values())
+        return self._dispatch(instance_id, execution_id, calls)
+
+    def _run_episode(self, instance_id: str) -> bool:
+        with self._busy_section(), self._lock(instance_id):
+            state = self._states.get(instance_id)
+            if state is None or not state.needs_episode:
+                return False
+            now = self._clock.now()
+            orchestrator = self._orchestrators.get(state.name)
+            if orchestrator is None:
+                message = (
+                    f"Orchestrator function {state.name!r} is not registered in this app any more; "
+                    "the instance cannot be replayed."
+                )
+                episode.fail(state, message, now)
+                result = episode.EpisodeResult(error=message)
+            else:
+                result = episode.run_episode(state, orchestrator, now)
+            if not self._save_or_forget(state):
+                return True
+            execution_id, status = state.execution_id, state.status
+        self._report(instance_id, status, result)
+        self._dispatch(instance_id, execution_id, result.dispatch)
+        self._notify()
+        return True
+
+    def _report(
+        self, instance_id: str, status: RuntimeStatus, result: episode.EpisodeResult
+    ) -> None:
+        extra = {"instance_id": instance_id}
+        if result.nondeterministic:
+            logger.error("Orchestration %s failed: %s", instance_id, result.error, extra=extra)
+        elif result.error is not None:
+            logger.warning("Orchestration %s failed: %s", instance_id, result.error, extra=extra)
+        elif status is not RuntimeStatus.RUNNING:
+            logger.info("Orchestration %s is %s", instance_id, status.value, extra=extra)
+
+    def _dispatch(self, instance_id: str, execution_id: str, calls: list[ActivityCall]) -> bool:
+        started = False
+        for call in calls:
+            key = (instance_id, execution_id, call.seq)
+            with self._guard:
+                if key in self._running or self._stopped:
+                    continue
+                self._running.add(key)
+            with self._changed:
+                self._busy += 1
+            self._executor.submit(self._call_activity, instance_id, execution_id, call)
+            started = True
+        return started
+
+    def _call_activity(self, instance_id: str, execution_id: str, call: ActivityCall) -> None:
+        try:
+            result_json: str | None = None
+            failure: tuple[str, str] | None = None
+            try:
+                result_json = self._run_activity(call.name, call.input)
+            except Exception as exc:
+                logger.warning("Activity %s of %s failed: %s", call.name, instance_id, exc,
+                               extra={"instance_id": instance_id}, exc_info=True)
+                failure = (
+                    f"Activity function '{call.name}' failed: {exc}",
+                    "".join(traceback.format_exception(exc)),
+                )
+            if self._stopped:
+                return
+            with self._lock(instance_id):
+                state = self._states.get(instance_id)
+                if state is not None and episode.record_activity_result(
+                    state, execution_id, call.seq, self._clock.now(),
+                    result_json="null" if result_json is None else result_json, failure=failure,
+                ):
+                    self._save_or_forget(state)
+        finally:
+            with self._guard:
+                self._running.discard((instance_id, execution_id, call.seq))
+            with self._changed:
+                self._busy -= 1
+            self._notify()
+
+    # -- state and storage -----------------------------------------------------------------------
+
+    def _ensure_loaded(self) -> None:
+        with self._guard:
+            if self._loaded:
+                return
+            self._loaded = True
+        loaded = 0
+        for state in self._store.list_states(statuses=_ACTIVE):
+            with self._guard:
+                if state.instance_id not in self._states:
+                    self._states[state.instance_id] = state
+                    loaded += 1
+        if loaded:
+            logger.info("Resuming %d unfinished orchestration(s) from %s",
+                        loaded, self._store.container_name)
+
+    def _active_ids(self) -> list[str]:
+        with self._guard:
+            return [i for i, s in self._states.items() if not s.status.is_terminal]
+
+    def _all_instance_ids(self) -> list[str]:
+        with self._guard:
+            cached = set(self._states)
+        return sorted(cached | set(self._store.list_instance_ids()))
+
+    @contextmanager
+    def _lock(self, instance_id: str) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(instance_id, threading.RLock())
+        with lock:
+            yield
+
+    def _find(self, instance_id: str) -> InstanceState | None:
+        """The instance (the caller holds its lock): this engine's copy, else the store's."""
+        with self._guard:
+            state = self._states.get(instance_id)
+        if state is not None:
+            return state
+        state = self._store.get(instance_id)
+        if state is not None:
+            with self._guard:
+                self._states[instance_id] = state
+        return state
+
+    def _change_active(self, instance_id: str, change: Callable[[InstanceState], T]) -> T:
+        with self._lock(instance_id):
+            state = self._find(instance_id)
+            if state is None:
+                raise InstanceNotFoundError(instance_id, self.task_hub)
+            if state.status.is_terminal:
+                raise InstanceGoneError(instance_id, state.status.value)
+            result = change(state)
+            self._save(state)
+        self._notify()
+        return result
+
+    def _save(self, state: InstanceState) -> None:
+        """Write through; on failure, replace this engine's changed copy with the stored one."""
+        try:
+            self._store.save(state)
+        except Exception:
+            with self._guard:
+                self._states.pop(state.instance_id, None)
+            with contextlib.suppress(Exception):
+                self._find(state.instance_id)
+            raise
+        with self._guard:
+            self._states[state.instance_id] = state
+
+    def _save_or_forget(self, state: InstanceState) -> bool:
+        try:
+            self._save(state)
+        except StoreConflictError as exc:
+            logger.warning("%s; dropped this engine's change", exc.message,
+                           extra={"instance_id": state.instance_id})
+            return False
+        return True
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+        self._wake.set()
+
+    @contextmanager
+    def _busy_section(self) -> Iterator[None]:
+        with self._changed:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._busy -= 1
+                self._changed.notify_all()
