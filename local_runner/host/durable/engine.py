@@ -101,15 +101,19 @@ class OrchestrationEngine:
             )
             self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop scheduling; answers of activities still running are dropped (they re-run later)."""
+    def stop(self, timeout: float = 10.0, *, wait_for_activities: bool = False) -> None:
+        """Stop scheduling and drop the answers of activities still running.
+
+        As after a crash, the next engine over the store runs those activities again.
+        `wait_for_activities` blocks until the running ones have returned.
+        """
         self._stopping.set()
         self._stopped = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=wait_for_activities, cancel_futures=True)
 
     def __enter__(self) -> OrchestrationEngine:
         self.start()

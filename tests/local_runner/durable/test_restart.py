@@ -1,0 +1,80 @@
+"""A second engine over the same store resumes what the first left running, exactly once."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import azure.durable_functions as df
+import pytest
+
+from local_runner.host.clock import ManualClock
+from tests.local_runner.durable.conftest import Activities, EngineFactory, outcome, summarize
+
+pytestmark = pytest.mark.azurite
+COOL_DOWN = timedelta(minutes=5)
+WAIT_SECONDS = 10
+
+
+def job(context: df.DurableOrchestrationContext) -> Any:
+    started = yield context.call_activity("start_job", context.get_input())
+    yield context.create_timer(context.current_utc_datetime + COOL_DOWN)
+    recorded = yield context.call_activity("record", started)
+    return recorded
+
+
+def test_a_pending_timer_fires_under_the_next_engine_once_the_clock_passes_it(
+    make_engine: EngineFactory, clock: ManualClock
+):
+    activities = Activities({"start_job": lambda name: f"{name}-exec", "record": lambda ref: ref})
+    first = make_engine({"job": job}, activities)
+    instance_id = first.start_new("job", "job-1", '"pacta"')
+    first.run_until_idle()
+    first.stop()
+
+    second = make_engine({"job": job}, activities)
+    second.run_until_idle()
+    assert outcome(second, instance_id) == ("Running", None)
+
+    clock.advance(COOL_DOWN)
+    second.run_until_idle()
+
+    assert outcome(second, instance_id) == ("Completed", "pacta-exec")
+    assert (activities.count("start_job"), activities.count("record")) == (1, 1)
+
+
+def test_an_activity_left_unanswered_by_a_stopped_engine_runs_again_and_completes_once(
+    make_engine: EngineFactory, clock: ManualClock
+):
+    entered, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def start_job(name: str) -> str:
+        calls.append(name)
+        if len(calls) == 1:  # the first engine "crashes" while this call is still running
+            entered.set()
+            release.wait(WAIT_SECONDS)
+            return "from-the-crashed-engine"
+        return f"{name}-exec"
+
+    activities = Activities({"start_job": start_job, "record": lambda ref: ref})
+    first = make_engine({"job": job}, activities)
+    first.start()
+    instance_id = first.start_new("job", "job-2", '"pacta"')
+    assert entered.wait(WAIT_SECONDS)
+    first.stop()
+
+    second = make_engine({"job": job}, activities)
+    second.run_until_idle()
+    clock.advance(COOL_DOWN)
+    second.run_until_idle()
+    release.set()
+    first.stop(wait_for_activities=True)
+    second.run_until_idle()
+
+    assert outcome(second, instance_id) == ("Completed", "pacta-exec")
+    assert calls == ["pacta", "pacta"]
+    assert activities.count("record") == 1
+    history = summarize(second.get_history(instance_id))
+    assert history.count("TaskCompleted#0") == 1 and history.count("ExecutionCompleted") == 1
