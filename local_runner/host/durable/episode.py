@@ -13,6 +13,11 @@ the SDK replays that TaskFailed / TimerFired. So an episode carries at most one 
 and only as its first new event: then its number is handed out before any new user task's.
 The SDK 1.7 expects a retry timer after every failure, the last one included, and only raises the
 error into the orchestrator when that last timer fires (models/Task.py, RetryAbleTask).
+
+External events also only come first in an episode. The SDK stops replaying at the event that ends
+the execution, so an event behind it would go unseen; when that end is a continue-as-new, the
+events the generation never waited for move on to the next one, as the Azure Storage provider
+carries unprocessed events over.
 """
 
 from __future__ import annotations
@@ -193,14 +198,18 @@ def terminate(state: InstanceState, reason: str, now: datetime) -> None:
 
 
 def _take_batch(state: InstanceState) -> list[HistoryEvent]:
-    """Inbox events in arrival order; an event that numbers a retry may only come first."""
+    """Inbox events in arrival order; an external event or one that numbers a retry only first."""
     batch: list[HistoryEvent] = []
     for event in state.inbox:
-        if batch and _numbers_a_retry(state, event):
+        if batch and _must_come_first(state, event):
             break
         batch.append(event)
     del state.inbox[:len(batch)]
     return batch
+
+
+def _must_come_first(state: InstanceState, event: HistoryEvent) -> bool:
+    return event["EventType"] == EventType.EVENT_RAISED or _numbers_a_retry(state, event)
 
 
 def _numbers_a_retry(state: InstanceState, event: HistoryEvent) -> bool:

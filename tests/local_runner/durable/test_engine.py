@@ -350,3 +350,17 @@ def test_list_instances_filters_by_status_creation_time_and_prefix(
     assert ids(instance_id_prefix="run-", runtime_status=["Running", "Completed"]) == [
         "run-a", "run-b",
     ]
+
+
+def test_a_started_engine_fires_timers_by_itself_when_the_clock_passes_them(
+    make_engine: EngineFactory, clock: ManualClock
+):
+    engine = make_engine({"approval": wait_for_approval})
+    engine.start()
+    instance_id = engine.start_new("approval", "background-1")
+    engine.wait_for_status(instance_id, ["Running"])
+
+    clock.advance(HOUR)
+    status = engine.wait_for_status(instance_id, ["Completed", "Failed"])
+
+    assert status["output"] == "timed out"
