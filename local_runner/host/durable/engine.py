@@ -323,17 +323,7 @@ class OrchestrationEngine:
             state = self._states.get(instance_id)
             if state is None or not state.needs_episode:
                 return False
-            now = self._clock.now()
-            orchestrator = self._orchestrators.get(state.name)
-            if orchestrator is None:
-                message = (
-                    f"Orchestrator function {state.name!r} is not registered in this app any more; "
-                    "the instance cannot be replayed."
-                )
-                episode.fail(state, message, now)
-                result = episode.EpisodeResult(error=message)
-            else:
-                result = episode.run_episode(state, orchestrator, now)
+            state, result = self._replay(state, self._clock.now())
             if not self._save_or_forget(state):
                 return True
             execution_id, status = state.execution_id, state.status
@@ -341,6 +331,28 @@ class OrchestrationEngine:
         self._dispatch(instance_id, execution_id, result.dispatch)
         self._notify()
         return True
+
+    def _replay(
+        self, state: InstanceState, now: datetime
+    ) -> tuple[InstanceState, episode.EpisodeResult]:
+        """Run the episode; if the engine itself fails at it, fail the stored instance loudly."""
+        orchestrator = self._orchestrators.get(state.name)
+        if orchestrator is None:
+            message = (
+                f"Orchestrator function {state.name!r} is not registered in this app any more; "
+                "the instance cannot be replayed."
+            )
+        else:
+            try:
+                return state, episode.run_episode(state, orchestrator, now)
+            except Exception as exc:
+                logger.exception("The durable host could not run an episode of %s",
+                                 state.instance_id, extra={"instance_id": state.instance_id})
+                message = f"The in-process durable host failed to run this orchestration: {exc!r}"
+                stored = self._store.get(state.instance_id)
+                state = stored if stored is not None else state
+        episode.fail(state, message, now)
+        return state, episode.EpisodeResult(error=message)
 
     def _report(
         self, instance_id: str, status: RuntimeStatus, result: episode.EpisodeResult

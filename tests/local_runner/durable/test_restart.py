@@ -1,4 +1,4 @@
-"""A second engine over the same store resumes what the first left running, exactly once."""
+"""A new engine over the same store resumes what the last one left exactly once, or fails loudly."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import azure.durable_functions as df
 import pytest
 
 from local_runner.host.clock import ManualClock
+from local_runner.host.durable import InstanceStore, OrchestrationEngine
 from tests.local_runner.durable.conftest import Activities, EngineFactory, outcome, summarize
 
 pytestmark = pytest.mark.azurite
@@ -78,3 +79,35 @@ def test_an_activity_left_unanswered_by_a_stopped_engine_runs_again_and_complete
     assert activities.count("record") == 1
     history = summarize(second.get_history(instance_id))
     assert history.count("TaskCompleted#0") == 1 and history.count("ExecutionCompleted") == 1
+
+
+def test_an_instance_whose_orchestrator_is_gone_from_the_app_fails_with_the_reason(
+    make_engine: EngineFactory,
+):
+    activities = Activities({"start_job": lambda name: name, "record": lambda ref: ref})
+    first = make_engine({"job": job}, activities)
+    instance_id = first.start_new("job", "job-3", '"pacta"')
+    first.stop()
+
+    second = make_engine({}, activities)
+    second.run_until_idle()
+
+    status, output = outcome(second, instance_id)
+    assert status == "Failed"
+    assert output.startswith("Orchestrator function 'job' is not registered in this app any more")
+
+
+def test_a_reply_the_engine_cannot_read_fails_the_instance_instead_of_stalling_it(
+    store: InstanceStore, clock: ManualClock, task_hub: str
+):
+    engine = OrchestrationEngine(
+        store, orchestrators={"garbled": lambda request: "not json"},
+        run_activity=Activities({}), clock=clock, task_hub=task_hub,
+    )
+    instance_id = engine.start_new("garbled", "garbled-1")
+
+    engine.run_until_idle()
+
+    status, output = outcome(engine, instance_id)
+    assert status == "Failed"
+    assert output.startswith("The in-process durable host failed to run this orchestration")
