@@ -375,7 +375,11 @@ class OrchestrationEngine:
                 self._running.add(key)
             with self._changed:
                 self._busy += 1
-            self._executor.submit(self._call_activity, instance_id, execution_id, call)
+            try:
+                self._executor.submit(self._call_activity, instance_id, execution_id, call)
+            except RuntimeError:  # stop() shut the pool down meanwhile; the next engine runs it
+                self._settle(instance_id, execution_id, call.seq)
+                continue
             started = True
         return started
 
@@ -402,11 +406,15 @@ class OrchestrationEngine:
                 ):
                     self._save_or_forget(state)
         finally:
-            with self._guard:
-                self._running.discard((instance_id, execution_id, call.seq))
-            with self._changed:
-                self._busy -= 1
-            self._notify()
+            self._settle(instance_id, execution_id, call.seq)
+
+    def _settle(self, instance_id: str, execution_id: str, seq: int) -> None:
+        """An activity call is over (answered, dropped or never started)."""
+        with self._guard:
+            self._running.discard((instance_id, execution_id, seq))
+        with self._changed:
+            self._busy -= 1
+        self._notify()
 
     # -- state and storage -----------------------------------------------------------------------
 
