@@ -33,7 +33,7 @@ FOLLOW_TIMEOUT_SECONDS = 300.0
 POLL_INTERVAL_SECONDS = 0.5
 PHASES = ["uploaded", "queued", "starting", "running", "recording"]
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 console = Console()
 
 PortOption = Annotated[int, typer.Option(help="Port of the host's HTTP API (local.settings.json Host.LocalHttpPort).")]
@@ -46,12 +46,13 @@ def demo(
 ) -> None:
     """Upload a sample portfolio, follow its run through every phase, print the run record."""
     from local_runner.host.host import LocalHost
+    from orchestrations import runtime
 
     apply_local_settings(load_local_settings(PROJECT_ROOT))
     with services.azurite_for_session() as started:
         console.print("Azurite: started for this demo" if started else "Azurite: using the one already running")
         with LocalHost.from_app_dir(PROJECT_ROOT, http_port=port) as host:
-            console.print(f"Host: functions loaded, HTTP API on {host.base_url}/api (backend {host.backend_name})")
+            console.print(f"Host: functions loaded, HTTP API on {host.base_url}/api (backend {runtime.backend().name})")
             record = _upload_and_follow(portfolio, "parse_portfolio", host.base_url)
     raise typer.Exit(0 if record.get("status") == "succeeded" else 1)
 
