@@ -31,6 +31,7 @@ def build_job_spec(request: RunRequest, callback_token: str, settings: AppSettin
         run_id=request.run_id,
         task_type=request.task_type,
         image=settings.runner_image,
+        command=list(settings.runner_command),
         env=env,
         cpu=settings.runner_cpu,
         memory=settings.runner_memory,

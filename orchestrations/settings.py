@@ -86,6 +86,12 @@ class AppSettings(BaseSettings):
         validation_alias="RUNNER_IMAGE",
         description="Image of the runner (docker and aca backends).",
     )
+    runner_command: list[str] = Field(
+        default_factory=list,
+        validation_alias="RUNNER_COMMAND",
+        description='Command that starts the runner, as a JSON list (e.g. ["python", "-m", "runner"]); '
+        "empty: the image's entrypoint (process backend: `python -m runner`).",
+    )
     runner_cpu: float = Field(default=1.0, gt=0, validation_alias="RUNNER_CPU")
     runner_memory: str = Field(default="2Gi", pattern=r"^\d+(\.\d+)?(Mi|Gi)$", validation_alias="RUNNER_MEMORY")
     runner_storage_connection: str | None = Field(
@@ -100,6 +106,10 @@ class AppSettings(BaseSettings):
         default=60, gt=0, validation_alias="STATUS_CHECK_INTERVAL_SECONDS"
     )
     completion_grace_seconds: int = Field(default=30, ge=0, validation_alias="COMPLETION_GRACE_SECONDS")
+    status_checks_per_generation: int = Field(
+        default=50, ge=1, validation_alias="STATUS_CHECKS_PER_GENERATION",
+        description="Status checks before the orchestration continues as new (bounds its history).",
+    )
     activity_max_attempts: int = Field(default=4, ge=1, le=20, validation_alias="ACTIVITY_MAX_ATTEMPTS")
     activity_first_retry_seconds: float = Field(
         default=2.0, gt=0, validation_alias="ACTIVITY_FIRST_RETRY_SECONDS"
@@ -129,6 +139,7 @@ class AppSettings(BaseSettings):
             deadline_seconds=self.run_deadline_seconds,
             check_interval_seconds=self.status_check_interval_seconds,
             completion_grace_seconds=self.completion_grace_seconds,
+            checks_per_generation=self.status_checks_per_generation,
             activity_retry=RetryPolicy(
                 first_interval_seconds=self.activity_first_retry_seconds,
                 max_attempts=self.activity_max_attempts,
@@ -139,7 +150,7 @@ class AppSettings(BaseSettings):
 def load_settings() -> AppSettings:
     """Read and validate the app settings, or fail naming each bad setting."""
     try:
-        return AppSettings()  # type: ignore[call-arg]
+        return AppSettings()
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

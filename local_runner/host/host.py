@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -49,12 +50,16 @@ class LocalHost:
         clock: Clock | None = None,
         http_port: int = 0,
         poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS,
+        activity_overrides: Mapping[str, Callable[[str | None], str]] | None = None,
     ) -> None:
+        """`activity_overrides` replaces activities by name (input JSON -> result JSON), as
+        Temporal's tests register a stub under an activity's name; production never passes it."""
         self.app_dir = app_dir.resolve()
         self.clock: Clock = clock or SystemClock()
         self._http_port = http_port
         self._poll_interval = poll_interval
         self._stopped = threading.Event()
+        self._activity_overrides = dict(activity_overrides or {})
         self.settings: HostSettings = load_host_settings(self.app_dir)
         self.functions: FunctionIndex = load_function_index(self.app_dir)
         self._connection = _setting(STORAGE_CONNECTION_SETTING)
@@ -126,6 +131,8 @@ class LocalHost:
         return run_episode
 
     def _run_activity(self, name: str, input_json: str | None) -> str:
+        if name in self._activity_overrides:
+            return self._activity_overrides[name](input_json)
         function = self.functions.get(name)
         if function.trigger.type != ACTIVITY_TRIGGER:
             raise ConfigurationError("not_an_activity", f"{name} is a {function.trigger.type}, not an activity.")

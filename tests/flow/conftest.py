@@ -1,0 +1,158 @@
+"""The whole app on the in-process host, against a private Azurite and the process backend.
+
+`flow_env` gives each test its own containers, queue, table and task hub; `start_host` starts the
+real app (through entry.py, as the worker loads it) with a clock of the test's choosing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient
+
+from local_runner.host.clock import Clock
+from local_runner.host.host import LocalHost
+from orchestrations import runtime
+from orchestrations.contracts import RunRecord
+from orchestrations.intake import derive_run_id
+from orchestrations.run_store import RunNotFoundError, RunStore
+from tests.conftest import PROJECT_ROOT
+
+TERMINAL = {"succeeded", "failed", "timed_out", "cancelled", "rejected"}
+
+
+@dataclass
+class FlowEnv:
+    connection: str
+    name: str
+    work_dir: Path
+    env: dict[str, str]
+    hosts: list[LocalHost] = field(default_factory=list)
+
+    @property
+    def uploads(self) -> str:
+        return self.env["UPLOADS_CONTAINER"]
+
+    @property
+    def blobs(self) -> BlobServiceClient:
+        return BlobServiceClient.from_connection_string(self.connection)
+
+    @property
+    def runs(self) -> RunStore:
+        return RunStore.from_connection_string(self.connection, self.env["RUNS_TABLE"])
+
+    def upload(self, name: str, content: bytes) -> str:
+        """Upload to the uploads container; returns the run id the upload will get."""
+        service = self.blobs
+        try:
+            service.create_container(self.uploads)
+        except ResourceExistsError:
+            pass
+        uploaded = service.get_blob_client(self.uploads, name).upload_blob(content, overwrite=True)
+        return derive_run_id(self.uploads, name, uploaded["etag"])
+
+    def record(self, run_id: str) -> RunRecord | None:
+        try:
+            return self.runs.get_run(run_id)
+        except RunNotFoundError:
+            return None
+
+    def read_blob(self, uri: str) -> bytes:
+        container, _, name = uri.removeprefix("az://").partition("/")
+        return bytes(self.blobs.get_blob_client(container, name).download_blob().readall())
+
+    def process_runs(self) -> list[str]:
+        """Run directories the process backend created: one per job it started."""
+        return sorted(path.name for path in self.work_dir.iterdir()) if self.work_dir.exists() else []
+
+    def queue_messages(self, queue: str) -> int:
+        client = QueueServiceClient.from_connection_string(self.connection).get_queue_client(queue)
+        try:
+            return int(client.get_queue_properties().approximate_message_count)
+        except Exception:
+            return 0
+
+
+@pytest.fixture
+def flow_env(
+    azurite: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FlowEnv]:
+    env = {
+        "AzureWebJobsStorage": azurite,
+        "PYTHON_SCRIPT_FILE_NAME": "entry.py",
+        "AZURE_FUNCTIONS_ENVIRONMENT": "Development",
+        "RUNNER_BACKEND": "process",
+        "TASK_HUB_NAME": f"Hub{unique_name}",
+        "UPLOADS_CONTAINER": f"{unique_name}-uploads",
+        "RUNS_CONTAINER": f"{unique_name}-runs",
+        "RUNS_TABLE": f"runs{unique_name}",
+        "RUNNER_EVENTS_QUEUE": f"{unique_name}-events",
+        "PROCESS_BACKEND_WORK_DIR": str(tmp_path / "process-runs"),
+        "STATUS_CHECK_INTERVAL_SECONDS": "2",
+        "COMPLETION_GRACE_SECONDS": "2",
+        "ACTIVITY_FIRST_RETRY_SECONDS": "1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    runtime.reset()
+    flow = FlowEnv(azurite, unique_name, tmp_path / "process-runs", env)
+    yield flow
+    for host in flow.hosts:
+        host.stop()
+    runtime.reset()
+
+
+@pytest.fixture
+def start_host(flow_env: FlowEnv, monkeypatch: pytest.MonkeyPatch) -> Callable[..., LocalHost]:
+    def start(
+        *, clock: Clock | None = None, activity_overrides: dict[str, Callable[[str | None], str]] | None = None,
+        **settings: str,
+    ) -> LocalHost:
+        for key, value in settings.items():
+            monkeypatch.setenv(key, value)
+        runtime.reset()
+        host = LocalHost(PROJECT_ROOT, clock=clock, poll_interval=0.1, activity_overrides=activity_overrides)
+        flow_env.hosts.append(host)
+        return host.start()
+
+    return start
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float = 60.0, step: Callable[[], None] | None = None) -> Any:
+    """Poll until `condition()` is truthy (running `step` between polls); fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        if step is not None:
+            step()
+        time.sleep(0.05)
+
+
+def wait_for_end(flow: FlowEnv, run_id: str, *, timeout: float = 60.0,
+                 step: Callable[[], None] | None = None) -> RunRecord:
+    def ended() -> RunRecord | None:
+        record = flow.record(run_id)
+        return record if record is not None and record.status.value in TERMINAL else None
+
+    return wait_for(ended, timeout=timeout, step=step)  # type: ignore[no-any-return]
+
+
+def api_get(host: LocalHost, path: str) -> requests.Response:
+    return requests.get(f"{host.base_url}/api/{path}", timeout=10)
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()  # noqa: S324 - PACTA's manifest uses MD5 as a checksum
