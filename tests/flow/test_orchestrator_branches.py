@@ -1,0 +1,151 @@
+"""Every branch of `run_task`, through the in-process host with a clock the test moves.
+
+The job itself runs for real (the process backend); only orchestration time is the test's. Jobs that
+must misbehave are given a different command through RUNNER_COMMAND.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.storage.queue import QueueClient
+
+from local_runner.host.clock import ManualClock
+from local_runner.host.host import LocalHost
+from orchestrations.contracts import RunnerEvent, RunnerEventStatus, RunRecord, RunStatus
+from tests.flow.conftest import FlowEnv, wait_for, wait_for_end
+
+pytestmark = [pytest.mark.azurite, pytest.mark.slow]
+
+PORTFOLIO = b"isin,market_value,currency\nGB0007980591,10000,USD\n"
+
+
+def drive(host: LocalHost, clock: ManualClock, flow: FlowEnv, run_id: str, *, seconds_per_step: float) -> RunRecord:
+    """Deliver triggers and move orchestration time forward until the run ends."""
+
+    def step() -> None:
+        host.poll_triggers_once()
+        clock.advance(seconds_per_step)
+
+    return wait_for_end(flow, run_id, step=step)
+
+
+def scheduled_activities(host: LocalHost, run_id: str) -> list[str]:
+    return [event["Name"] for event in host.engine.get_history(run_id) if event["EventType"] == 4]
+
+
+def is_running(flow: FlowEnv, run_id: str) -> bool:
+    record = flow.record(run_id)
+    return record is not None and record.status is RunStatus.RUNNING
+
+
+def python_command(code: str) -> str:
+    return json.dumps(["python", "-c", code])
+
+
+def test_completion_message_wins_without_any_status_check(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost]
+) -> None:
+    clock = ManualClock()
+    host = start_host(clock=clock)
+    run_id = flow_env.upload("parse_portfolio/event.csv", PORTFOLIO)
+
+    record = drive(host, clock, flow_env, run_id, seconds_per_step=0)
+
+    assert record.status is RunStatus.SUCCEEDED
+    assert scheduled_activities(host, run_id) == ["prepare_run", "start_job", "record_outcome"]
+
+
+def test_job_that_dies_without_reporting_fails_with_its_exit_code_and_last_output(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost]
+) -> None:
+    clock = ManualClock()
+    host = start_host(clock=clock, RUNNER_COMMAND=python_command(
+        "import os, signal; print('loading portfolio', flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+    ))
+    run_id = flow_env.upload("parse_portfolio/dies.csv", PORTFOLIO)
+
+    record = drive(host, clock, flow_env, run_id, seconds_per_step=0.5)
+
+    assert record.status is RunStatus.FAILED
+    assert record.error is not None and record.error.code == "runner_ended_without_report"
+    assert "exit code 137" in record.error.message
+    assert "loading portfolio" in record.error.message
+    assert "check_job" in scheduled_activities(host, run_id)
+    assert flow_env.queue_messages(flow_env.env["RUNNER_EVENTS_QUEUE"]) == 0
+
+
+def test_job_past_its_deadline_is_stopped_and_timed_out_with_bounded_history(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost]
+) -> None:
+    clock = ManualClock()
+    host = start_host(
+        clock=clock, RUNNER_COMMAND=python_command("import time; time.sleep(600)"),
+        RUN_DEADLINE_SECONDS="30", STATUS_CHECK_INTERVAL_SECONDS="2", STATUS_CHECKS_PER_GENERATION="3",
+    )
+    run_id = flow_env.upload("parse_portfolio/sleeps.csv", PORTFOLIO)
+
+    record = drive(host, clock, flow_env, run_id, seconds_per_step=0.5)
+
+    assert record.status is RunStatus.TIMED_OUT
+    assert record.error is not None and record.error.code == "deadline_exceeded"
+    pid = int((flow_env.work_dir / run_id / "pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+    history = host.engine.get_history(run_id)
+    started = next(event for event in history if event["EventType"] == 0)
+    assert json.loads(started["Input"])["watch"]["generation"] >= 4
+    assert len(history) < 60
+
+
+def test_start_failure_is_retried_with_backoff_then_fails_the_run(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost]
+) -> None:
+    clock = ManualClock()
+    attempts: list[Any] = []
+
+    def start_job_refused(payload: str | None) -> str:
+        attempts.append(clock.now())
+        raise RuntimeError("the job backend refused the start")
+
+    host = start_host(clock=clock, activity_overrides={"start_job": start_job_refused}, ACTIVITY_MAX_ATTEMPTS="3")
+    run_id = flow_env.upload("parse_portfolio/refused.csv", PORTFOLIO)
+
+    record = drive(host, clock, flow_env, run_id, seconds_per_step=0.25)
+
+    assert record.status is RunStatus.FAILED
+    assert record.error is not None and record.error.code == "job_start_failed"
+    assert "the job backend refused the start" in record.error.message
+    assert len(attempts) == 3
+    first_gap, second_gap = attempts[1] - attempts[0], attempts[2] - attempts[1]
+    assert second_gap > first_gap  # backoff: 1 s, then 2 s
+    assert flow_env.process_runs() == []
+
+
+def test_completion_message_with_a_wrong_token_is_ignored(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost], tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    gate = tmp_path / "release"
+    host = start_host(clock=clock, RUNNER_COMMAND=python_command(
+        f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)\nraise SystemExit(3)"
+    ))
+    run_id = flow_env.upload("parse_portfolio/forged.csv", PORTFOLIO)
+    wait_for(lambda: is_running(flow_env, run_id), step=host.poll_triggers_once)
+    forged = RunnerEvent(
+        run_id=run_id, token="f" * 43, status=RunnerEventStatus.SUCCEEDED, exit_code=0,
+        started_at=clock.now(), finished_at=clock.now(),
+    )
+    queue = QueueClient.from_connection_string(flow_env.connection, flow_env.env["RUNNER_EVENTS_QUEUE"])
+    queue.send_message(forged.to_message())
+    wait_for(lambda: host.poll_triggers_once() == 0 and flow_env.queue_messages(queue.queue_name) == 0)
+
+    assert is_running(flow_env, run_id)
+    gate.touch()
+    record = drive(host, clock, flow_env, run_id, seconds_per_step=0.5)
+    assert record.status is RunStatus.FAILED and "exit code 3" in (record.error.message if record.error else "")
