@@ -24,7 +24,8 @@ settings = runtime.settings()
 async def on_upload(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
     container, _, name = (blob.name or "").partition("/")
     content = blob.read()
-    properties = blob.blob_properties or {}
+    # The worker passes azure.functions.blob.InputStream; the abstract type lacks blob_properties.
+    properties = getattr(blob, "blob_properties", None) or {}
     # The host passes the blob's ETag; should it ever be absent, the content hash still identifies
     # this version of the blob, so a redelivery does not start a second run.
     etag = str(properties.get("ETag") or properties.get("Etag") or hashlib.sha256(content).hexdigest())

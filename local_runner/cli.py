@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -132,10 +133,8 @@ def _upload_and_follow(file: Path, task_type: str, base_url: str) -> dict[str, A
     container = os.environ.get("UPLOADS_CONTAINER", "uploads")
     blob_name = f"{task_type}/{time.strftime('%Y%m%dT%H%M%S')}-{file.name}"
     service = BlobServiceClient.from_connection_string(os.environ["AzureWebJobsStorage"])
-    try:
+    with contextlib.suppress(ResourceExistsError):
         service.create_container(container)
-    except ResourceExistsError:
-        pass
     with file.open("rb") as data:
         uploaded = service.get_blob_client(container, blob_name).upload_blob(data)
     run_id = derive_run_id(container, blob_name, uploaded["etag"])

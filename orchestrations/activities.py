@@ -12,7 +12,6 @@ import hashlib
 import logging
 import secrets
 from datetime import UTC, datetime
-from typing import Any
 
 from orchestrations import runtime
 from orchestrations.contracts import (
@@ -38,7 +37,7 @@ from orchestrations.job_spec import build_job_spec
 logger = logging.getLogger(__name__)
 
 
-def prepare_run(payload: dict) -> dict:  # type: ignore[type-arg]
+def prepare_run(payload: dict) -> dict:
     """Make the run's callback token; the record keeps only its hash."""
     request = RunRequest.from_payload(payload)
     token = secrets.token_urlsafe(32)
@@ -53,7 +52,7 @@ def prepare_run(payload: dict) -> dict:  # type: ignore[type-arg]
     return PrepareRunResult(callback_token=token).to_payload()
 
 
-def start_job(payload: dict) -> dict:  # type: ignore[type-arg]
+def start_job(payload: dict) -> dict:
     """Start the runner through the backend (idempotent per run) and mark the run running."""
     job = StartJobInput.from_payload(payload)
     spec = build_job_spec(job.request, job.callback_token, runtime.settings())
@@ -78,7 +77,7 @@ def start_job(payload: dict) -> dict:  # type: ignore[type-arg]
     return StartJobResult(execution_ref=str(ref), started_at=record.started_at or started_at).to_payload()
 
 
-def check_job(payload: dict) -> dict:  # type: ignore[type-arg]
+def check_job(payload: dict) -> dict:
     """The backend's view of the execution; a vanished execution counts as failed."""
     job = JobRefInput.from_payload(payload)
     try:
@@ -88,7 +87,7 @@ def check_job(payload: dict) -> dict:  # type: ignore[type-arg]
     return status.to_payload()
 
 
-def stop_job(payload: dict) -> dict:  # type: ignore[type-arg]
+def stop_job(payload: dict) -> dict:
     job = JobRefInput.from_payload(payload)
     logger.warning("Stopping run %s (%s)", job.run_id, job.execution_ref, extra={"run_id": job.run_id})
     try:
@@ -98,7 +97,7 @@ def stop_job(payload: dict) -> dict:  # type: ignore[type-arg]
     return status.to_payload()
 
 
-def record_outcome(payload: dict) -> dict:  # type: ignore[type-arg]
+def record_outcome(payload: dict) -> dict:
     """Write the run's terminal status, outputs, log and result locations, error and times."""
     outcome = RunOutcome.from_payload(payload)
     completion = outcome.completion

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from orchestrations.contracts import ExecutionRef, JobSpec, JobStatus
 from orchestrations.errors import ConfigurationError
@@ -102,7 +102,7 @@ def _probe(name: BackendName) -> bool:
     return bool(probe())
 
 
-def _load(path: str, name: BackendName):  # type: ignore[no-untyped-def]
+def _load(path: str, name: BackendName) -> Any:
     module_name, _, attribute = path.partition(":")
     try:
         module = importlib.import_module(module_name)

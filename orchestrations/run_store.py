@@ -6,6 +6,7 @@ never changes again, so a late or replayed activity cannot turn `succeeded` back
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -42,10 +43,8 @@ class RunStore:
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str) -> RunStore:
         service = TableServiceClient.from_connection_string(connection_string)
-        try:
+        with contextlib.suppress(ResourceExistsError):
             service.create_table(table_name)
-        except ResourceExistsError:
-            pass
         return cls(service.get_table_client(table_name))
 
     def create_if_absent(self, record: RunRecord) -> tuple[RunRecord, bool]:

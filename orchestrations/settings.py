@@ -8,6 +8,7 @@ in its `RunRequest`.
 from __future__ import annotations
 
 from enum import StrEnum
+
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 

@@ -124,7 +124,7 @@ class LocalHost:
     def _client_binding(self) -> DurableClientBinding:
         return DurableClientBinding(self.settings.hub_name, self.http.port)
 
-    def _orchestrator(self, function: IndexedFunction):  # type: ignore[no-untyped-def]
+    def _orchestrator(self, function: IndexedFunction) -> Callable[[str], str]:
         def run_episode(context_json: str) -> str:
             return self.invoker.invoke_orchestrator(function, context_json)
 
