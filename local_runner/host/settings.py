@@ -146,7 +146,7 @@ def default_host_id(app_dir: Path) -> str:
     The real host derives a local id from the machine name and the script path in the same spirit;
     the hash differs, so receipts written by `func start` and by this host are not shared.
     """
-    configured = os.environ.get("AzureFunctionsWebHost__hostid")  # noqa: SIM112 - host's own name
+    configured = os.environ.get("AzureFunctionsWebHost__hostid")
     if configured:
         return configured
     machine = re.sub(r"[^a-z0-9-]", "", socket.gethostname().lower()) or "localhost"
