@@ -120,6 +120,7 @@ def runs(
         return
     listing = _get_json(f"{base_url}/api/runs", params={"status": status} if status else None)
     table = Table("run id", "status", "task type", "requested", "outputs", "error")
+    table.columns[0].no_wrap = True
     for record in listing.get("runs", []):
         error = (record.get("error") or {}).get("code", "")
         table.add_row(record["run_id"], record["status"], record["task_type"], record["requested_at"],
