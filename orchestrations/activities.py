@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from orchestrations import runtime
+from orchestrations.backends import JobBackend
 from orchestrations.contracts import (
     MAX_RECORDED_OUTPUTS,
     ExecutionRef,
@@ -80,21 +82,13 @@ def start_job(payload: dict) -> dict:
 def check_job(payload: dict) -> dict:
     """The backend's view of the execution; a vanished execution counts as failed."""
     job = JobRefInput.from_payload(payload)
-    try:
-        status = runtime.backend().status(ExecutionRef.parse(job.execution_ref))
-    except ExecutionNotFoundError as exc:
-        status = JobStatus(state=JobState.FAILED, detail=exc.message)
-    return status.to_payload()
+    return _ask_backend(job, lambda backend, ref: backend.status(ref)).to_payload()
 
 
 def stop_job(payload: dict) -> dict:
     job = JobRefInput.from_payload(payload)
     logger.warning("Stopping run %s (%s)", job.run_id, job.execution_ref, extra={"run_id": job.run_id})
-    try:
-        status = runtime.backend().stop(ExecutionRef.parse(job.execution_ref))
-    except ExecutionNotFoundError as exc:
-        status = JobStatus(state=JobState.FAILED, detail=exc.message)
-    return status.to_payload()
+    return _ask_backend(job, lambda backend, ref: backend.stop(ref)).to_payload()
 
 
 def record_outcome(payload: dict) -> dict:
@@ -123,6 +117,13 @@ def record_outcome(payload: dict) -> dict:
     log = logger.info if record.status is RunStatus.SUCCEEDED else logger.warning
     log("Run %s %s", outcome.run_id, record.status.value, extra={"run_id": outcome.run_id})
     return record.public_view()
+
+
+def _ask_backend(job: JobRefInput, operation: Callable[[JobBackend, ExecutionRef], JobStatus]) -> JobStatus:
+    try:
+        return operation(runtime.backend(), ExecutionRef.parse(job.execution_ref))
+    except ExecutionNotFoundError as exc:
+        return JobStatus(state=JobState.FAILED, detail=exc.message)
 
 
 def hash_token(token: str) -> str:

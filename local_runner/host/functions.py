@@ -42,6 +42,7 @@ from azure.functions.durable_functions import (
 from azure.functions.http import HttpRequest
 from azure.functions.queue import QueueMessage
 
+from local_runner.host.durable.api import DEFAULT_CONNECTION, client_binding_json
 from orchestrations.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ ORCHESTRATION_TRIGGER = "orchestrationTrigger"
 ACTIVITY_TRIGGER = "activityTrigger"
 DURABLE_CLIENT = "durableClient"
 DURABLE_WEBHOOK_PATH = "/runtime/webhooks/durabletask"
-INSTANCE_ID_PLACEHOLDER = "INSTANCEID"
 
 
 class FunctionLoadError(ConfigurationError):
@@ -374,35 +374,8 @@ class DurableClientBinding:
 
     def to_json(self, *, task_hub: str | None = None, connection_name: str | None = None) -> str:
         """The binding data for one `durableClient` binding (its own taskHub/connection if set)."""
-        base = self.base_url
-        query = f"taskHub={task_hub or self.hub_name}&connection={connection_name or 'Storage'}"
-        instance = f"{base}/instances/{INSTANCE_ID_PLACEHOLDER}"
-        orchestrator = f"{base}/orchestrators/{{functionName}}[/{{instanceId}}]"
-        return json.dumps(
-            {
-                "taskHubName": task_hub or self.hub_name,
-                "creationUrls": {
-                    "createNewInstancePostUri": f"{orchestrator}?{query}",
-                    "createAndWaitOnNewInstancePostUri": (
-                        f"{orchestrator}?timeout={{timeoutInSeconds}}"
-                        f"&pollingInterval={{intervalInSeconds}}&{query}"
-                    ),
-                },
-                "managementUrls": {
-                    "id": INSTANCE_ID_PLACEHOLDER,
-                    "statusQueryGetUri": f"{instance}?{query}",
-                    "sendEventPostUri": f"{instance}/raiseEvent/{{eventName}}?{query}",
-                    "terminatePostUri": f"{instance}/terminate?reason={{text}}&{query}",
-                    "rewindPostUri": f"{instance}/rewind?reason={{text}}&{query}",
-                    "purgeHistoryDeleteUri": f"{instance}?{query}",
-                    "restartPostUri": f"{instance}/restart?{query}",
-                    "suspendPostUri": f"{instance}/suspend?reason={{text}}&{query}",
-                    "resumePostUri": f"{instance}/resume?reason={{text}}&{query}",
-                },
-                "baseUrl": base,
-                "rpcBaseUrl": f"{base}/",
-                "requiredQueryStringParameters": "",
-            }
+        return client_binding_json(
+            f"{self.base_url}/", task_hub or self.hub_name, connection=connection_name or DEFAULT_CONNECTION
         )
 
 

@@ -75,7 +75,9 @@ def client_binding_json(
             ),
         },
         "managementUrls": management_urls(base, "INSTANCEID", task_hub, connection),
+        "baseUrl": base.rstrip("/"),
         "rpcBaseUrl": base,
+        "requiredQueryStringParameters": "",
     })
 
 
