@@ -35,6 +35,16 @@ def drive(host: LocalHost, clock: ManualClock, flow: FlowEnv, run_id: str, *, se
     return wait_for_end(flow, run_id, step=step)
 
 
+HISTORIES = Path(__file__).resolve().parent.parent / "replay" / "histories"
+
+
+def keep_history(host: LocalHost, run_id: str, name: str) -> None:
+    """With RECORD_HISTORIES=1, save the run's final history for tests/replay (replay what ran)."""
+    if os.environ.get("RECORD_HISTORIES") == "1":
+        HISTORIES.mkdir(parents=True, exist_ok=True)
+        (HISTORIES / f"{name}.json").write_text(json.dumps(host.engine.get_history(run_id), indent=1) + "\n")
+
+
 def scheduled_activities(host: LocalHost, run_id: str) -> list[str]:
     return [event["Name"] for event in host.engine.get_history(run_id) if event["EventType"] == 4]
 
@@ -59,6 +69,7 @@ def test_completion_message_wins_without_any_status_check(
 
     assert record.status is RunStatus.SUCCEEDED
     assert scheduled_activities(host, run_id) == ["prepare_run", "start_job", "record_outcome"]
+    keep_history(host, run_id, "succeeded_on_event")
 
 
 def test_job_that_dies_without_reporting_fails_with_its_exit_code_and_last_output(
@@ -78,6 +89,7 @@ def test_job_that_dies_without_reporting_fails_with_its_exit_code_and_last_outpu
     assert "loading portfolio" in record.error.message
     assert "check_job" in scheduled_activities(host, run_id)
     assert flow_env.queue_messages(flow_env.env["RUNNER_EVENTS_QUEUE"]) == 0
+    keep_history(host, run_id, "failed_without_report")
 
 
 def test_job_past_its_deadline_is_stopped_and_timed_out_with_bounded_history(
@@ -101,6 +113,7 @@ def test_job_past_its_deadline_is_stopped_and_timed_out_with_bounded_history(
     started = next(event for event in history if event["EventType"] == 0)
     assert json.loads(started["Input"])["watch"]["generation"] >= 4
     assert len(history) < 60
+    keep_history(host, run_id, "timed_out_after_continue_as_new")
 
 
 def test_start_failure_is_retried_with_backoff_then_fails_the_run(
@@ -125,6 +138,7 @@ def test_start_failure_is_retried_with_backoff_then_fails_the_run(
     first_gap, second_gap = attempts[1] - attempts[0], attempts[2] - attempts[1]
     assert second_gap > first_gap  # backoff: 1 s, then 2 s
     assert flow_env.process_runs() == []
+    keep_history(host, run_id, "start_failed_after_retries")
 
 
 def test_completion_message_with_a_wrong_token_is_ignored(
