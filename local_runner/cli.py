@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from rich.table import Table
 
 from local_runner import services
 from local_runner.host.settings import apply_local_settings, load_local_settings
+from local_runner.log_format import configure_logging
 
 PROJECT_ROOT = services.PROJECT_ROOT
 SAMPLE_PORTFOLIO = PROJECT_ROOT / "samples" / "sample_portfolio.csv"
@@ -86,8 +88,11 @@ def host(port: PortOption = DEFAULT_PORT) -> None:
     """Run the in-process host in the foreground until interrupted."""
     from local_runner.host.host import LocalHost
 
+    configure_logging()
     apply_local_settings(load_local_settings(PROJECT_ROOT))
     with LocalHost.from_app_dir(PROJECT_ROOT, http_port=port) as running:
+        # `make down` sends SIGTERM: stop the pollers and the engine cleanly, as Ctrl+C does.
+        signal.signal(signal.SIGTERM, lambda *_: running.stop())
         console.print(f"Host running: {running.base_url}/api/runs (Ctrl+C to stop)")
         try:
             running.wait()

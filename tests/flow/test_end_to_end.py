@@ -6,6 +6,7 @@ Real Azurite, the real app loaded through entry.py, the real runner as a subproc
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +22,9 @@ PACTA_SIMPLE_OUTPUT_MD5 = "0f51946d64ef6ee4daca1a6969317cba"
 
 
 def test_simple_portfolio_runs_to_success_with_one_recorded_output(
-    flow_env: FlowEnv, start_host: Callable[..., LocalHost], fixtures_dir: Path
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost], fixtures_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     host = start_host()
     run_id = flow_env.upload("parse_portfolio/simple.csv", (fixtures_dir / "simple.csv").read_bytes())
 
@@ -41,6 +43,16 @@ def test_simple_portfolio_runs_to_success_with_one_recorded_output(
     assert view["orchestration"]["runtime_status"] == "Completed"
     assert view["orchestration"]["custom_status"] == {"phase": "done", "status": "succeeded"}
     assert "callback_token_sha256" not in view
+    token = callback_token(host, run_id)
+    secrets = [token, flow_env.connection.split("AccountKey=")[1].split(";")[0]]
+    logged = caplog.text + flow_env.read_blob(record.log_uri).decode()
+    assert f"Started run {run_id}" in caplog.text
+    assert [secret for secret in secrets if secret in logged] == []
+
+
+def callback_token(host: LocalHost, run_id: str) -> str:
+    prepared = next(e for e in host.engine.get_history(run_id) if e["EventType"] == 5)  # prepare_run's result
+    return str(json.loads(prepared["Result"])["callback_token"])
 
 
 def test_multi_portfolio_file_gives_two_outputs_named_in_the_manifest(

@@ -163,3 +163,23 @@ def test_completion_message_with_a_wrong_token_is_ignored(
     gate.touch()
     record = drive(host, clock, flow_env, run_id, seconds_per_step=0.5)
     assert record.status is RunStatus.FAILED and "exit code 3" in (record.error.message if record.error else "")
+
+
+def test_malformed_and_unknown_completion_messages_are_dropped_not_poisoned(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    host = start_host()
+    events = flow_env.env["RUNNER_EVENTS_QUEUE"]
+    queue = QueueClient.from_connection_string(flow_env.connection, events)
+    stranger = RunnerEvent(
+        run_id="run-nobody-knows-this", token="t" * 43, status=RunnerEventStatus.SUCCEEDED, exit_code=0,
+        started_at=host.clock.now(), finished_at=host.clock.now(),
+    )
+
+    queue.send_message("this is not JSON")
+    queue.send_message(stranger.to_message())
+    wait_for(lambda: host.poll_triggers_once() == 0 and flow_env.queue_messages(events) == 0)
+
+    assert flow_env.queue_messages(f"{events}-poison") == 0
+    assert "not a valid RunnerEvent" in caplog.text
+    assert "unknown run run-nobody-knows-this" in caplog.text
