@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from local_runner import process_supervisor
+from local_runner.job_output import LOG_MAX_BYTES, LOG_TAIL_BYTES, capped_log, describe_exit, log_tail
 from local_runner.process_supervisor import EXIT_CODE_FILE, PID_FILE, write_atomically
 from orchestrations.contracts import ExecutionRef, JobSpec, JobState, JobStatus, RunnerEnv
 from orchestrations.errors import BackendError, ExecutionNotFoundError
@@ -52,10 +53,6 @@ KILL_WAIT_SECONDS = 5.0
 # A concurrent start of the same run writes its pid file within a Python start-up or two.
 START_WAIT_SECONDS = 10.0
 POLL_SECONDS = 0.05
-
-LOG_TAIL_LINES = 40
-LOG_TAIL_BYTES = 4 * 1024
-LOG_MAX_BYTES = 1024 * 1024
 
 VANISHED = "process vanished without recording an exit code"
 INTERRUPTED_START = "the start of this run was interrupted before its process was recorded"
@@ -185,7 +182,7 @@ class ProcessJobBackend:
         return JobStatus(
             state=JobState.SUCCEEDED if exit_code == 0 else JobState.FAILED,
             exit_code=exit_code,
-            detail=_describe(exit_code, stopped=(run_dir / STOPPED_FILE).exists()),
+            detail=describe_exit(exit_code, stopped=(run_dir / STOPPED_FILE).exists()),
             log_tail=_log_tail(run_dir),
         )
 
@@ -226,10 +223,8 @@ class ProcessJobBackend:
     def logs(self, ref: ExecutionRef) -> str:
         """The job's output (stdout and stderr); only the last MiB of a longer log."""
         run_dir = self._run_dir(ref)
-        text, omitted = _read_end(run_dir / LOG_FILE, LOG_MAX_BYTES)
-        if omitted:
-            return f"[{omitted} earlier bytes of {run_dir / LOG_FILE} omitted]\n" + text
-        return text
+        data, omitted = _read_end(run_dir / LOG_FILE, LOG_MAX_BYTES)
+        return capped_log(data, omitted=omitted, source=str(run_dir / LOG_FILE))
 
     # --- starting ---
 
@@ -349,36 +344,21 @@ def _read_int(path: Path) -> int | None:
         return None
 
 
-def _describe(exit_code: int, *, stopped: bool) -> str:
-    if exit_code != 0 and stopped:
-        return "stopped"
-    if 128 < exit_code <= 128 + 64:
-        number = exit_code - 128
-        try:
-            return f"killed by signal {number} ({signal.Signals(number).name})"
-        except ValueError:
-            return f"killed by signal {number}"
-    return f"exited with code {exit_code}"
-
-
-def _read_end(path: Path, limit: int) -> tuple[str, int]:
-    """The last `limit` bytes of a file as text, and how many bytes came before them."""
+def _read_end(path: Path, limit: int) -> tuple[bytes, int]:
+    """The last `limit` bytes of a file, and how many bytes came before them."""
     try:
         with open(path, "rb") as file:
             size = file.seek(0, os.SEEK_END)
             file.seek(max(0, size - limit))
             data = file.read(limit)
     except FileNotFoundError:
-        return "", 0
-    return data.decode("utf-8", errors="replace"), max(0, size - limit)
+        return b"", 0
+    return data, max(0, size - limit)
 
 
 def _log_tail(run_dir: Path) -> str | None:
-    text, omitted = _read_end(run_dir / LOG_FILE, LOG_TAIL_BYTES)
-    if omitted and "\n" in text:
-        text = text.split("\n", 1)[1]  # drop the partial first line
-    lines = text.rstrip("\n").splitlines()[-LOG_TAIL_LINES:]
-    return "\n".join(lines) or None
+    data, omitted = _read_end(run_dir / LOG_FILE, LOG_TAIL_BYTES)
+    return log_tail(data, truncated=omitted > 0)
 
 
 def _is_secret(name: str, value: str) -> bool:
