@@ -4,26 +4,45 @@
 PYTHON := .venv/bin/python
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k process_backend -x"`.
 PYTEST_ARGS ?=
+# The runner image scripts/build-images.sh builds and the docker backend and its tests run.
+RUNNER_IMAGE ?= pacta-runner:local
+export RUNNER_IMAGE
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo up down test lint clean
+.PHONY: help setup images demo up down test lint bench clean
 
 help:
 	@echo "make setup   create .venv, install requirements-dev.txt and Azurite (scripts/bootstrap.sh)"
+	@echo "make images  start a Docker engine if none answers, build the runner image $(RUNNER_IMAGE) (and its base)"
 	@echo "make demo    upload a sample portfolio and follow its run through every phase"
 	@echo "make up      start Azurite and the in-process Functions host in the background"
 	@echo "make down    stop what 'make up' started"
 	@echo "make test    run every test against real local services (REQUIRE_SERVICES=1)"
 	@echo "make lint    ruff and mypy"
+	@echo "make bench   run every bench/*.py and print its figures"
 	@echo "make clean   remove the process backend's run directories (.local/process-runs)"
 
 setup:
 	@bash scripts/bootstrap.sh
 
+images:
+	@bash scripts/docker-engine.sh
+	@bash scripts/build-images.sh
+
+# $(call docker_images,required|optional,what happens without them): the engine and the runner image for demo,
+# up and test. Where they cannot be had (no root, no apt-get) it says so and goes on, unless required.
+define docker_images
+	@if bash scripts/docker-engine.sh && bash scripts/build-images.sh; then :; \
+	elif [ "$(1)" = required ]; then echo "make: CI=true requires the Docker engine and $(RUNNER_IMAGE): see above" >&2; exit 1; \
+	else echo "make: no Docker engine or no $(RUNNER_IMAGE) (see above): $(2)" >&2; fi
+endef
+
 demo: setup
+	$(call docker_images,optional,the demo runs on the process backend)
 	$(PYTHON) -m local_runner demo
 
 up: setup
+	$(call docker_images,optional,runs use the process backend)
 	$(PYTHON) -m local_runner up
 
 down:
@@ -31,6 +50,7 @@ down:
 
 # pytest exits 5 when it collected no tests: say so, rather than leave a bare make error.
 test: setup
+	$(call docker_images,$(if $(filter true,$(CI)),required,optional),the Docker tests fail under REQUIRE_SERVICES=1)
 	@REQUIRE_SERVICES=1 $(PYTHON) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status
@@ -38,6 +58,10 @@ test: setup
 lint: setup
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy function_app orchestrations runner local_runner
+
+# Figures, never assertions: e.g. `.venv/bin/python bench/image_build.py --cold` for a base image build too.
+bench: setup images
+	@for script in bench/*.py; do [ -e "$$script" ] || continue; echo "== $$script"; $(PYTHON) "$$script" || exit 1; done
 
 clean:
 	rm -rf .local/process-runs
