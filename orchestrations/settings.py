@@ -120,8 +120,35 @@ class AppSettings(BaseSettings):
         validation_alias="PROCESS_BACKEND_WORK_DIR",
         description="process backend: where each run's working directory, log and exit code live.",
     )
+    docker_network: str = Field(
+        default="host",
+        min_length=1,
+        validation_alias="DOCKER_NETWORK",
+        description="docker backend: the network containers join; `host` (the default) lets them reach "
+        "Azurite on 127.0.0.1. Any other value is a Docker network name.",
+    )
+    docker_data_dir: str | None = Field(
+        default=None,
+        validation_alias="DOCKER_DATA_DIR",
+        description="docker backend: a local directory bound read-only into every container at "
+        "DOCKER_DATA_MOUNT, as PACTA mounts its benchmark and PACTA data; relative to the project root "
+        "unless absolute. Unset: no bind.",
+    )
+    docker_data_mount: str = Field(
+        default="/mnt/workflow-data",
+        pattern=r"^/",
+        validation_alias="DOCKER_DATA_MOUNT",
+        description="docker backend: where DOCKER_DATA_DIR appears inside the container (an absolute path).",
+    )
+    docker_keep_finished: int = Field(
+        default=20,
+        ge=0,
+        validation_alias="DOCKER_KEEP_FINISHED",
+        description="docker backend: how many finished containers of this project are kept for debugging "
+        "(`docker logs`); older ones are removed when a run starts, and all by `python -m local_runner prune`.",
+    )
 
-    @field_validator("runner_backend", "functions_environment", mode="before")
+    @field_validator("runner_backend", "functions_environment", "docker_data_dir", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value
