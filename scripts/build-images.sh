@@ -10,6 +10,7 @@
 #              missing; needs root) and imported into Docker. Any other value is pulled when not present.
 # RUNNER_IMAGE tag of the runner image; default pacta-runner:local (RUNNER_IMAGE's default in the app).
 # DOCKERFILE   default runner/Dockerfile; runner/Dockerfile.pacta layers the runner onto PACTA's R images.
+# LOCAL_BASE_IMAGE  tag of the locally made base; default pacta-runner-base:bookworm (bench/ uses another).
 #
 # Idempotent and fast: the runner image carries the label pacta.runner.source-hash, a hash of its
 # Dockerfile, the files .dockerignore lets into the build context, this script and the base image id;
@@ -18,7 +19,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-LOCAL_BASE_IMAGE=pacta-runner-base:bookworm
+LOCAL_BASE_IMAGE="${LOCAL_BASE_IMAGE:-pacta-runner-base:bookworm}"
 BASE_IMAGE="${BASE_IMAGE:-$LOCAL_BASE_IMAGE}"
 RUNNER_IMAGE="${RUNNER_IMAGE:-pacta-runner:local}"
 DOCKERFILE="${DOCKERFILE:-runner/Dockerfile}"
@@ -31,7 +32,7 @@ CA_DIR=/usr/local/share/ca-certificates
 
 step() { printf 'build-images: %s\n' "$*"; }
 fail() { printf 'build-images: error: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,16s/^# \{0,1\}//p' scripts/build-images.sh; }
+usage() { sed -n '2,17s/^# \{0,1\}//p' scripts/build-images.sh; }
 
 no_cache=false
 for arg in "$@"; do
@@ -148,7 +149,12 @@ step "building $RUNNER_IMAGE on $BASE_IMAGE$($no_cache && echo ' without cache')
 build_args=(--network host --build-arg "BASE_IMAGE=$BASE_IMAGE" --label "$HASH_LABEL=$hash"
     --file "$DOCKERFILE" --tag "$RUNNER_IMAGE")
 $no_cache && build_args+=(--no-cache)
+previous_id="$(docker image inspect --format '{{.Id}}' "$RUNNER_IMAGE" 2>/dev/null || true)"
 run_logged "$LOG_DIR/runner-image.log" "docker build" docker build "${build_args[@]}" .
+# The image this one replaced, unless a container still uses it (kept for debugging) or another tag names it.
+if [ -n "$previous_id" ] && [ "$previous_id" != "$(docker image inspect --format '{{.Id}}' "$RUNNER_IMAGE")" ]; then
+    docker rmi "$previous_id" >/dev/null 2>&1 || true
+fi
 
 # 3. It runs: Python 3.11+, the runner and the contracts import, as the non-root user.
 check='import sys, os, runner.cli, orchestrations.contracts
