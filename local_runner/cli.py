@@ -133,6 +133,20 @@ def runs(
     console.print(table)
 
 
+@cli.command()
+def prune(
+    keep: Annotated[int, typer.Option(min=0, help="Newest finished ones to keep (runs: DOCKER_KEEP_FINISHED).")] = 0,
+) -> None:
+    """Remove the finished run containers this project created (label pacta-runner.managed=true), and no other."""
+    from local_runner import docker_backend
+
+    if not docker_backend.engine_available():
+        console.print(f"No Docker engine answers at {docker_backend.engine_address()}: nothing to prune.")
+        return
+    removed = docker_backend.prune(keep)
+    console.print(f"Removed {len(removed)} finished run container(s)" + (f": {', '.join(removed)}" if removed else "."))
+
+
 def _upload_and_follow(file: Path, task_type: str, base_url: str) -> dict[str, Any]:
     from orchestrations.intake import derive_run_id
 
