@@ -19,9 +19,14 @@ fail() { printf 'docker-engine: error: %s\n' "$*" >&2; exit 1; }
 engine_answers() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
 server_version() { docker version --format '{{.Server.Version}}' 2>/dev/null || echo unknown; }
 
+# Waits until the engine answers; fails early when the dockerd this script started ($1, optional) has exited.
 wait_for_engine() {
-    local deadline=$((SECONDS + START_TIMEOUT_SECONDS))
+    local started_pid="${1:-}" deadline=$((SECONDS + START_TIMEOUT_SECONDS))
     until engine_answers; do
+        if [ -n "$started_pid" ] && ! kill -0 "$started_pid" 2>/dev/null; then
+            tail -n 20 "$DOCKERD_LOG" >&2
+            fail "dockerd exited at start (its log: $DOCKERD_LOG)"
+        fi
         if [ "$SECONDS" -ge "$deadline" ]; then
             [ -f "$DOCKERD_LOG" ] && tail -n 20 "$DOCKERD_LOG" >&2
             fail "the engine did not answer within ${START_TIMEOUT_SECONDS} s (its log: $DOCKERD_LOG)"
@@ -55,7 +60,9 @@ else
     step "installing docker.io with apt-get"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq || fail "apt-get update failed"
-    apt-get install -y -qq --no-install-recommends docker.io >/dev/null || fail "apt-get install docker.io failed"
+    # With its recommends, as measured: apparmor (Debian's kernel enforces the docker-default profile) and
+    # cgroupfs-mount (no systemd to mount the cgroups).
+    apt-get install -y -qq docker.io >/dev/null || fail "apt-get install docker.io failed"
 fi
 
 # 4. Start it, unless installing it did, or one is already starting.
@@ -71,6 +78,7 @@ elif [ -d /run/systemd/system ]; then
 else
     step "starting dockerd in the background (log: $DOCKERD_LOG)"
     setsid dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
+    started_pid=$!
 fi
-wait_for_engine
+wait_for_engine "${started_pid:-}"
 step "engine answers (server $(server_version))"
