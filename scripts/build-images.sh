@@ -70,7 +70,8 @@ debian_mirror() {
 build_local_base() {
     if ! command -v mmdebstrap >/dev/null; then
         [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null \
-            || fail "mmdebstrap is missing and installing it needs root and apt-get; or, where a registry answers, set BASE_IMAGE=python:3.11-slim"
+            || fail "mmdebstrap is missing and installing it needs root and apt-get" \
+                "(or, where a registry answers, set BASE_IMAGE=python:3.11-slim)"
         step "installing mmdebstrap with apt-get"
         export DEBIAN_FRONTEND=noninteractive
         run_logged "$LOG_DIR/apt-mmdebstrap.log" "apt-get install mmdebstrap" \
@@ -103,7 +104,8 @@ build_local_base() {
             --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'ENV LANG=C.UTF-8' \
             --change 'ENV REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt' \
-            --change 'LABEL org.opencontainers.image.title="pacta-runner-base" org.opencontainers.image.description="Debian bookworm with Python 3.11 and pip, made by scripts/build-images.sh"' \
+            --change 'LABEL org.opencontainers.image.title="pacta-runner-base"' \
+            --change 'LABEL org.opencontainers.image.description="Debian 12 with Python 3.11 and pip, by scripts/build-images.sh"' \
             --change 'CMD ["python3"]' \
             "$tmp/rootfs.tar" "$LOCAL_BASE_IMAGE"
     rm -rf "$tmp"
