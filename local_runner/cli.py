@@ -6,6 +6,7 @@
     host   run the in-process host in the foreground (what `up` runs)
     upload upload a file to the uploads container and follow its run
     runs   list recent runs; `runs RUN_ID` shows one
+    prune  remove the finished run containers this project created
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ def up(port: PortOption = DEFAULT_PORT) -> None:
 
 @cli.command()
 def down() -> None:
-    """Stop the host and Azurite that `up` started (nothing else)."""
+    """Stop the host and Azurite that `up` started (nothing else), and remove our finished containers."""
     console.print(services.stop_service("host"))
     console.print(services.stop_service("azurite"))
+    prune(keep=0)
 
 
 @cli.command()

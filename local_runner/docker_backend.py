@@ -1,6 +1,6 @@
 """The `docker` job backend: each run in a container on the local Docker engine, as in Container Apps.
 
-Selected with `RUNNER_BACKEND=docker`, or under the emulator when `engine_available()` says an engine
+Selected with `RUNNER_BACKEND=docker`, or under the emulator when `unavailable_reason()` finds an engine and the runner image
 answers (`DOCKER_HOST` honoured, else the default socket). Like PACTA's `dockertask`, it starts the
 runner image with the JobSpec's environment, entrypoint and arguments and keeps finished containers
 for `docker logs`; unlike it, it limits CPU and memory as Container Apps does and uses host networking
@@ -83,6 +83,22 @@ def engine_available() -> bool:
         return False
     finally:
         client.close()
+
+
+def unavailable_reason(settings: AppSettings) -> str | None:
+    """Why runs cannot use Docker here (no engine, or no runner image), or None when they can."""
+    if not engine_available():
+        return f"no Docker engine answers at {engine_address()}"
+    client = docker.from_env(timeout=PING_TIMEOUT_SECONDS)
+    try:
+        client.images.get(settings.runner_image)
+    except docker.errors.ImageNotFound:
+        return f"the engine has no image {settings.runner_image} (build it with `make images`)"
+    except Exception as exc:
+        return f"the engine could not be asked for image {settings.runner_image}: {_reason(exc)}"
+    finally:
+        client.close()
+    return None
 
 
 def connect(timeout: float = API_TIMEOUT_SECONDS) -> docker.DockerClient:

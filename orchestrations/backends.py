@@ -57,9 +57,9 @@ BACKEND_FACTORIES: dict[BackendName, str] = {
     BackendName.PROCESS: "local_runner.process_backend:create_backend",
 }
 
-# A local backend answers this to say whether it can run here (the docker engine is up, ...).
+# A local backend's probe, `(settings) -> str | None`: why it cannot run here, or None when it can.
 AVAILABILITY_PROBES: dict[BackendName, str] = {
-    BackendName.DOCKER: "local_runner.docker_backend:engine_available",
+    BackendName.DOCKER: "local_runner.docker_backend:unavailable_reason",
 }
 
 
@@ -71,11 +71,10 @@ def select_backend_name(settings: AppSettings) -> BackendName:
         return settings.runner_backend
     if not settings.is_emulator:
         return BackendName.ACA
-    if _probe(BackendName.DOCKER):
+    reason = _unavailable_reason(BackendName.DOCKER, settings)
+    if reason is None:
         return BackendName.DOCKER
-    logger.info(
-        "Using the process backend: no Docker engine answers (set RUNNER_BACKEND=docker to require one)."
-    )
+    logger.warning("Runs use the process backend, not docker: %s (RUNNER_BACKEND=docker requires it).", reason)
     return BackendName.PROCESS
 
 
@@ -91,15 +90,13 @@ def create_backend(settings: AppSettings) -> JobBackend:
     return backend
 
 
-def _probe(name: BackendName) -> bool:
-    path = AVAILABILITY_PROBES.get(name)
-    if path is None:
-        return False
+def _unavailable_reason(name: BackendName, settings: AppSettings) -> str | None:
     try:
-        probe = _load(path, name)
-    except ConfigurationError:
-        return False
-    return bool(probe())
+        probe = _load(AVAILABILITY_PROBES[name], name)
+    except ConfigurationError as exc:
+        return exc.message
+    reason: str | None = probe(settings)
+    return reason
 
 
 def _load(path: str, name: BackendName) -> Any:

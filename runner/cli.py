@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from orchestrations.contracts import RunnerEnv
 from runner import __version__
 from runner.environment import TASK_ID_VAR, TASK_TYPE_VAR
-from runner.errors import EXIT_BAD_ENVIRONMENT, EXIT_SUCCEEDED
+from runner.errors import EXIT_BAD_ENVIRONMENT, EXIT_SUCCEEDED, TerminatedError
 from runner.logs import run_logging
 
 ENVIRONMENT_HELP = f"""\
@@ -56,7 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here: the parse-portfolio command needs no storage SDKs.
     from runner.run import run
 
+    # As PID 1 in a container, a process without a SIGTERM handler ignores SIGTERM: `docker stop`
+    # and a stopped Container Apps execution would wait out their grace and SIGKILL us, and no
+    # `failed` message would be sent. Turn SIGTERM into a reported failure instead.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     return run(os.environ)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    # Once is enough: a second SIGTERM must not interrupt the failure report being sent.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise TerminatedError()
 
 
 def parse_portfolio_command(input_dir: Path, output_dir: Path) -> int:

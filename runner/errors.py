@@ -23,6 +23,21 @@ class RunnerError(Exception):
         return RunError(code=self.code, message=self.message)
 
 
+# 128 + SIGTERM, as a shell or Docker reports a job ended by SIGTERM.
+EXIT_TERMINATED = 143
+
+
+class TerminatedError(RunnerError):
+    """The job was asked to stop (SIGTERM: a deadline, `docker stop`, a stopped execution)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "terminated",
+            "The runner was stopped (SIGTERM) before it finished: its deadline passed or the job was stopped.",
+            exit_code=EXIT_TERMINATED,
+        )
+
+
 class InvalidEnvironmentError(RunnerError):
     """A variable of the runner's environment is missing, malformed or contradicts another."""
 

@@ -7,15 +7,18 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
+from docker.errors import ImageNotFound
 
 from local_runner.azurite import AzuriteEndpoints, find_azurite, free_port, start_azurite
+from local_runner.docker_backend import engine_address, engine_available
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "portfolios"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _missing_service(reason: str) -> None:
+def missing_service(reason: str) -> None:
     """Skip, naming what is missing; under `make test` (REQUIRE_SERVICES=1) fail instead."""
     if os.environ.get("REQUIRE_SERVICES") == "1":
         pytest.fail(reason)
@@ -26,7 +29,7 @@ def _missing_service(reason: str) -> None:
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private, in-memory Azurite on free loopback ports; yields its connection string."""
     if find_azurite() is None:
-        _missing_service("Azurite is not installed (run scripts/bootstrap.sh, or `make test`)")
+        missing_service("Azurite is not installed (run scripts/bootstrap.sh, or `make test`)")
     endpoints = AzuriteEndpoints("127.0.0.1", free_port(), free_port(), free_port())
     log = tmp_path_factory.mktemp("azurite") / "azurite.log"
     process = start_azurite(endpoints, log_path=log)
@@ -35,6 +38,30 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    if not engine_available():
+        missing_service(
+            f"no Docker engine answers at {engine_address()} (start one with scripts/docker-engine.sh, or `make test`)"
+        )
+    client = docker.from_env(timeout=120)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def runner_image(docker_client: docker.DockerClient) -> str:
+    """The runner image the docker backend starts (RUNNER_IMAGE, built by `make images`)."""
+    image = os.environ.get("RUNNER_IMAGE", "pacta-runner:local")
+    try:
+        docker_client.images.get(image)
+    except ImageNotFound:
+        missing_service(f"the Docker engine has no image {image} (build it with `make images`)")
+    return image
 
 
 @pytest.fixture
@@ -46,5 +73,5 @@ def unique_name() -> str:
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
-        _missing_service(f"the shared portfolio fixtures are not at {FIXTURES}")
+        missing_service(f"the shared portfolio fixtures are not at {FIXTURES}")
     return FIXTURES

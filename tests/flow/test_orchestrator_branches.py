@@ -6,6 +6,7 @@ must misbehave are given a different command through RUNNER_COMMAND.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
 from local_runner.host.clock import ManualClock
@@ -171,6 +173,8 @@ def test_malformed_and_unknown_completion_messages_are_dropped_not_poisoned(
     host = start_host()
     events = flow_env.env["RUNNER_EVENTS_QUEUE"]
     queue = QueueClient.from_connection_string(flow_env.connection, events)
+    with contextlib.suppress(ResourceExistsError):  # the host's poller may not have made it yet
+        queue.create_queue()
     stranger = RunnerEvent(
         run_id="run-nobody-knows-this", token="t" * 43, status=RunnerEventStatus.SUCCEEDED, exit_code=0,
         started_at=host.clock.now(), finished_at=host.clock.now(),

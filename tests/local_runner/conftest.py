@@ -26,8 +26,7 @@ import docker
 import pytest
 from docker.errors import ImageNotFound, NotFound
 
-from local_runner.docker_backend import engine_address, engine_available
-from tests.conftest import _missing_service
+from tests.conftest import missing_service
 
 # Scopes the containers of one test: the backend puts it on every container, cleanup removes by it.
 TEST_SCOPE_LABEL = "pacta-runner.test-scope"
@@ -36,19 +35,6 @@ HOST_PYTHON_IMAGE = "pacta-testjob"
 # Parts of the standard library no test job imports; leaving them out halves the image.
 _STDLIB_SKIP = {"test", "site-packages", "dist-packages", "__pycache__", "idlelib", "tkinter", "turtledemo",
                 "ensurepip", "lib2to3", "pydoc_data", "unittest", "distutils"}
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    if not engine_available():
-        _missing_service(
-            f"no Docker engine answers at {engine_address()} (start one with scripts/docker-engine.sh, or `make test`)"
-        )
-    client = docker.from_env(timeout=120)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +69,7 @@ def _host_python_image(client: docker.DockerClient) -> str:
     stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
     shell = Path("/bin/sh").resolve()
     if not sys.platform.startswith("linux") or shutil.which("ldd") is None or not shell.exists():
-        _missing_service(
+        missing_service(
             "no image with Python for the docker tests: set DOCKER_TEST_IMAGE, or build "
             f"{IMAGE_CANDIDATES[0]} with scripts/build-images.sh"
         )

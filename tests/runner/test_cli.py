@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from runner.cli import _raise_terminated, main
+from runner.errors import EXIT_TERMINATED, TerminatedError
 from tests.runner.conftest import RunnerProcess
 
 OUTPUT_SIMPLE_MD5 = "0f51946d64ef6ee4daca1a6969317cba"
@@ -42,3 +45,15 @@ def test_help_names_the_environment_variables(capsys: pytest.CaptureFixture[str]
     help_text = capsys.readouterr().out
     for name in ("TASK_TYPE", "RUNNER_RUN_ID", "RUNNER_CALLBACK_TOKEN", "RUNNER_OUTPUT_PREFIX"):
         assert name in help_text
+
+
+def test_sigterm_becomes_a_reported_termination_and_a_second_one_is_ignored() -> None:
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with pytest.raises(TerminatedError) as raised:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next bytecode
+        os.kill(os.getpid(), signal.SIGTERM)  # ignored now: the failure report must not be cut short
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert raised.value.code == "terminated" and raised.value.exit_code == EXIT_TERMINATED
