@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 import requests
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
+from local_runner.docker_backend import RUN_ID_LABEL
 from local_runner.host.clock import Clock
 from local_runner.host.host import LocalHost
 from orchestrations import runtime
@@ -38,6 +40,11 @@ class FlowEnv:
     work_dir: Path
     env: dict[str, str]
     hosts: list[LocalHost] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+
+    @property
+    def backend(self) -> str:
+        return self.env["RUNNER_BACKEND"]
 
     @property
     def uploads(self) -> str:
@@ -57,7 +64,9 @@ class FlowEnv:
         with contextlib.suppress(ResourceExistsError):
             service.create_container(self.uploads)
         uploaded = service.get_blob_client(self.uploads, name).upload_blob(content, overwrite=True)
-        return derive_run_id(self.uploads, name, uploaded["etag"])
+        run_id = derive_run_id(self.uploads, name, uploaded["etag"])
+        self.run_ids.append(run_id)
+        return run_id
 
     def record(self, run_id: str) -> RunRecord | None:
         try:
@@ -69,8 +78,12 @@ class FlowEnv:
         container, _, name = uri.removeprefix("az://").partition("/")
         return bytes(self.blobs.get_blob_client(container, name).download_blob().readall())
 
-    def process_runs(self) -> list[str]:
-        """Run directories the process backend created: one per job it started."""
+    def executions(self) -> list[str]:
+        """The run ids the job backend started an execution for: one entry per execution."""
+        if self.backend == "docker":
+            client = docker.from_env()
+            containers = client.containers.list(all=True, filters={"label": RUN_ID_LABEL})
+            return sorted(c.labels[RUN_ID_LABEL] for c in containers if c.labels[RUN_ID_LABEL] in self.run_ids)
         return sorted(path.name for path in self.work_dir.iterdir()) if self.work_dir.exists() else []
 
     def queue_messages(self, queue: str) -> int:
@@ -81,15 +94,23 @@ class FlowEnv:
             return 0
 
 
+@pytest.fixture(params=["process"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The job backend of a flow test; `parametrize("backend", [...], indirect=True)` to run others."""
+    if request.param == "docker":
+        request.getfixturevalue("runner_image")
+    return str(request.param)
+
+
 @pytest.fixture
 def flow_env(
-    azurite: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    azurite: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> Iterator[FlowEnv]:
     env = {
         "AzureWebJobsStorage": azurite,
         "PYTHON_SCRIPT_FILE_NAME": "entry.py",
         "AZURE_FUNCTIONS_ENVIRONMENT": "Development",
-        "RUNNER_BACKEND": "process",
+        "RUNNER_BACKEND": backend,
         "TASK_HUB_NAME": f"Hub{unique_name}",
         "UPLOADS_CONTAINER": f"{unique_name}-uploads",
         "RUNS_CONTAINER": f"{unique_name}-runs",
@@ -107,7 +128,16 @@ def flow_env(
     yield flow
     for host in flow.hosts:
         host.stop()
+    if backend == "docker":
+        _remove_containers(flow.run_ids)
     runtime.reset()
+
+
+def _remove_containers(run_ids: list[str]) -> None:
+    client = docker.from_env()
+    for container in client.containers.list(all=True, filters={"label": RUN_ID_LABEL}):
+        if container.labels[RUN_ID_LABEL] in run_ids:
+            container.remove(force=True)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import docker
 import pytest
 
 from local_runner.host.host import LocalHost
@@ -21,6 +22,10 @@ pytestmark = [pytest.mark.azurite, pytest.mark.slow]
 PACTA_SIMPLE_OUTPUT_MD5 = "0f51946d64ef6ee4daca1a6969317cba"
 
 
+BOTH_BACKENDS = pytest.mark.parametrize("backend", ["process", "docker"], indirect=True)
+
+
+@BOTH_BACKENDS
 def test_simple_portfolio_runs_to_success_with_one_recorded_output(
     flow_env: FlowEnv, start_host: Callable[..., LocalHost], fixtures_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -34,7 +39,7 @@ def test_simple_portfolio_runs_to_success_with_one_recorded_output(
     assert record.outputs_count == 1 and len(record.outputs) == 1
     assert md5(flow_env.read_blob(record.outputs[0])) == PACTA_SIMPLE_OUTPUT_MD5
     assert record.requested_at <= record.started_at <= record.finished_at  # type: ignore[operator]
-    assert record.backend == "process" and record.execution_ref == f"process:{run_id}"
+    assert record.backend == flow_env.backend and flow_env.executions() == [run_id]
     assert record.attempts == 1 and record.error is None
     assert record.result_uri and record.log_uri
     assert b"parse_portfolio" in flow_env.read_blob(record.log_uri)
@@ -47,6 +52,10 @@ def test_simple_portfolio_runs_to_success_with_one_recorded_output(
     secrets = [token, flow_env.connection.split("AccountKey=")[1].split(";")[0]]
     logged = caplog.text + flow_env.read_blob(record.log_uri).decode()
     assert f"Started run {run_id}" in caplog.text
+    if flow_env.backend == "docker":
+        container = docker.from_env().containers.get(f"pacta-run-{run_id}")
+        assert container.image.tags == [flow_env.env.get("RUNNER_IMAGE", "pacta-runner:local")]
+        assert container.labels["runner.task-type"] == "parse_portfolio"
     assert [secret for secret in secrets if secret in logged] == []
 
 
@@ -116,7 +125,7 @@ def test_every_bad_upload_is_recorded_as_rejected_and_starts_no_job(
         assert record.error is not None and record.error.code == code, record.error
         assert len(record.error.message) > 20
         assert host.engine.get_status(run_id) is None
-    assert flow_env.process_runs() == []
+    assert flow_env.executions() == []
     listed = api_get(host, "runs?status=rejected").json()["runs"]
     assert {run["run_id"] for run in listed} == set(expected)
 
@@ -137,8 +146,8 @@ def test_same_blob_delivered_twice_starts_one_run_and_a_new_version_another(
     delivered = wait_for(lambda: host.poll_triggers_once() or None, timeout=10)
 
     assert delivered >= 1
-    assert flow_env.process_runs() == [first]
+    assert flow_env.executions() == [first]
     second = flow_env.upload("parse_portfolio/twice.csv", content + b"GB0002634946,5,GBP\n")
     assert second != first
     assert wait_for_end(flow_env, second).status is RunStatus.SUCCEEDED
-    assert flow_env.process_runs() == sorted([first, second])
+    assert flow_env.executions() == sorted([first, second])

@@ -80,7 +80,7 @@ def test_run_survives_a_host_killed_mid_run_and_completes_once(
 
     assert record.status is RunStatus.SUCCEEDED, record.error
     assert [md5(flow_env.read_blob(uri)) for uri in record.outputs] == ["0f51946d64ef6ee4daca1a6969317cba"]
-    assert flow_env.process_runs() == [run_id]
+    assert flow_env.executions() == [run_id]
     assert record.attempts == 1
     history = hosts[1].history(run_id)
     assert [event["EventType"] for event in history].count("ExecutionCompleted") == 1

@@ -19,7 +19,8 @@ from azure.storage.queue import QueueClient
 
 from local_runner.host.clock import ManualClock
 from local_runner.host.host import LocalHost
-from orchestrations.contracts import RunnerEvent, RunnerEventStatus, RunRecord, RunStatus
+from orchestrations import activities, runtime
+from orchestrations.contracts import ExecutionRef, RunnerEvent, RunnerEventStatus, RunRecord, RunStatus
 from tests.flow.conftest import FlowEnv, wait_for, wait_for_end
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
@@ -74,12 +75,17 @@ def test_completion_message_wins_without_any_status_check(
     keep_history(host, run_id, "succeeded_on_event")
 
 
+BOTH_BACKENDS = pytest.mark.parametrize("backend", ["process", "docker"], indirect=True)
+
+
+@BOTH_BACKENDS
 def test_job_that_dies_without_reporting_fails_with_its_exit_code_and_last_output(
     flow_env: FlowEnv, start_host: Callable[..., LocalHost]
 ) -> None:
     clock = ManualClock()
+    # 137 is what a SIGKILLed runner leaves (as PID 1 in a container it cannot SIGKILL itself).
     host = start_host(clock=clock, RUNNER_COMMAND=python_command(
-        "import os, signal; print('loading portfolio', flush=True); os.kill(os.getpid(), signal.SIGKILL)"
+        "import sys; print('loading portfolio', flush=True); sys.exit(137)"
     ))
     run_id = flow_env.upload("parse_portfolio/dies.csv", PORTFOLIO)
 
@@ -94,6 +100,7 @@ def test_job_that_dies_without_reporting_fails_with_its_exit_code_and_last_outpu
     keep_history(host, run_id, "failed_without_report")
 
 
+@BOTH_BACKENDS
 def test_job_past_its_deadline_is_stopped_and_timed_out_with_bounded_history(
     flow_env: FlowEnv, start_host: Callable[..., LocalHost]
 ) -> None:
@@ -108,9 +115,8 @@ def test_job_past_its_deadline_is_stopped_and_timed_out_with_bounded_history(
 
     assert record.status is RunStatus.TIMED_OUT
     assert record.error is not None and record.error.code == "deadline_exceeded"
-    pid = int((flow_env.work_dir / run_id / "pid").read_text())
-    with pytest.raises(ProcessLookupError):
-        os.killpg(pid, 0)
+    assert record.execution_ref is not None
+    assert runtime.backend().status(ExecutionRef.parse(record.execution_ref)).has_ended
     history = host.engine.get_history(run_id)
     started = next(event for event in history if event["EventType"] == 0)
     assert json.loads(started["Input"])["watch"]["generation"] >= 4
@@ -139,8 +145,49 @@ def test_start_failure_is_retried_with_backoff_then_fails_the_run(
     assert len(attempts) == 3
     first_gap, second_gap = attempts[1] - attempts[0], attempts[2] - attempts[1]
     assert second_gap > first_gap  # backoff: 1 s, then 2 s
-    assert flow_env.process_runs() == []
+    assert flow_env.executions() == []
     keep_history(host, run_id, "start_failed_after_retries")
+
+
+@pytest.mark.parametrize("backend", ["docker"], indirect=True)
+def test_job_over_its_memory_limit_fails_with_the_oom_reason(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost]
+) -> None:
+    clock = ManualClock()
+    host = start_host(clock=clock, RUNNER_MEMORY="64Mi", RUNNER_COMMAND=python_command(
+        "hoard = bytearray(512 * 1024 * 1024); print(len(hoard))"
+    ))
+    run_id = flow_env.upload("parse_portfolio/hungry.csv", PORTFOLIO)
+
+    record = drive(host, clock, flow_env, run_id, seconds_per_step=0.5)
+
+    assert record.status is RunStatus.FAILED
+    assert record.error is not None and record.error.code == "runner_ended_without_report"
+    assert "OOMKilled: the job used more than its memory limit of 64Mi" in record.error.message
+
+
+@BOTH_BACKENDS
+def test_start_retried_after_the_job_began_reuses_the_execution(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost]
+) -> None:
+    calls: list[str] = []
+
+    def start_then_crash_once(payload: str | None) -> str:
+        result = activities.start_job(json.loads(payload or "null"))
+        calls.append(result["execution_ref"])
+        if len(calls) == 1:  # the job exists now; the activity dies before reporting it
+            raise ConnectionError("worker lost after the job started")
+        return json.dumps(result)
+
+    clock = ManualClock()
+    host = start_host(clock=clock, activity_overrides={"start_job": start_then_crash_once})
+    run_id = flow_env.upload("parse_portfolio/retried.csv", PORTFOLIO)
+
+    record = drive(host, clock, flow_env, run_id, seconds_per_step=0.5)
+
+    assert record.status is RunStatus.SUCCEEDED, record.error
+    assert len(calls) == 2 and calls[0] == calls[1]
+    assert flow_env.executions() == [run_id]
 
 
 def test_completion_message_with_a_wrong_token_is_ignored(
