@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -16,6 +18,23 @@ from local_runner.docker_backend import engine_address, engine_available
 
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "portfolios"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(
+    condition: Callable[[], Any], *, what: str = "the condition", timeout: float = 60.0,
+    step: Callable[[], object] | None = None, interval: float = 0.02,
+) -> Any:
+    """Poll until `condition()` is truthy and return it (running `step` between polls); fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        if step is not None:
+            step()
+        time.sleep(interval)
 
 
 def missing_service(reason: str) -> None:

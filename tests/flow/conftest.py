@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
@@ -28,7 +26,7 @@ from orchestrations import runtime
 from orchestrations.contracts import RunRecord
 from orchestrations.intake import derive_run_id
 from orchestrations.run_store import RunNotFoundError, RunStore
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, wait_for
 
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled", "rejected"}
 
@@ -154,20 +152,6 @@ def start_host(flow_env: FlowEnv, monkeypatch: pytest.MonkeyPatch) -> Callable[.
         return host.start()
 
     return start
-
-
-def wait_for(condition: Callable[[], Any], *, timeout: float = 60.0, step: Callable[[], None] | None = None) -> Any:
-    """Poll until `condition()` is truthy (running `step` between polls); fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        if step is not None:
-            step()
-        time.sleep(0.05)
 
 
 def wait_for_end(flow: FlowEnv, run_id: str, *, timeout: float = 60.0,

@@ -26,7 +26,15 @@ import docker
 import pytest
 from docker.errors import ImageNotFound, NotFound
 
-from tests.conftest import missing_service
+from orchestrations.backends import JobBackend
+from orchestrations.contracts import ExecutionRef, JobStatus
+from tests.conftest import missing_service, wait_for
+
+
+def wait_until_ended(backend: JobBackend, ref: ExecutionRef) -> JobStatus:
+    """Poll a backend until the execution has ended; its final status."""
+    return wait_for(lambda: (status := backend.status(ref)).has_ended and status, what=f"{ref} to end")  # type: ignore[no-any-return]
+
 
 # Scopes the containers of one test: the backend puts it on every container, cleanup removes by it.
 TEST_SCOPE_LABEL = "pacta-runner.test-scope"

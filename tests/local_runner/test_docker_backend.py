@@ -36,7 +36,8 @@ from orchestrations.backends import JobBackend, create_backend
 from orchestrations.contracts import ExecutionRef, JobSpec, JobState, JobStatus, TaskType
 from orchestrations.errors import BackendError, ConfigurationError, ExecutionNotFoundError
 from orchestrations.settings import AppSettings
-from tests.local_runner.conftest import TEST_SCOPE_LABEL
+from tests.conftest import wait_for
+from tests.local_runner.conftest import TEST_SCOPE_LABEL, wait_until_ended
 
 pytestmark = pytest.mark.docker
 
@@ -89,25 +90,12 @@ def python_job(code: str) -> list[str]:
     return ["python3", "-c", textwrap.dedent(code)]
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
-def wait_until_ended(backend: DockerJobBackend, ref: ExecutionRef) -> JobStatus:
-    wait_until(lambda: backend.status(ref).has_ended, f"{ref} to end")
-    return backend.status(ref)
-
-
 def run_to_end(backend: DockerJobBackend, spec: JobSpec) -> JobStatus:
     return wait_until_ended(backend, backend.start(spec))
 
 
 def wait_for_output(backend: DockerJobBackend, ref: ExecutionRef, text: str) -> None:
-    wait_until(lambda: text in backend.logs(ref), f"{ref} to print {text!r}")
+    wait_for(lambda: text in backend.logs(ref), what=f"{ref} to print {text!r}")
 
 
 # --- how jobs end ---

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -21,9 +20,11 @@ from local_runner.process_backend import (
     ProcessJobBackend,
     create_backend,
 )
-from orchestrations.contracts import ExecutionRef, JobSpec, JobState, JobStatus, TaskType
+from orchestrations.contracts import ExecutionRef, JobSpec, JobState, TaskType
 from orchestrations.errors import BackendError, ExecutionNotFoundError
 from orchestrations.settings import AppSettings
+from tests.conftest import wait_for
+from tests.local_runner.conftest import wait_until_ended
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 WAIT_SECONDS = 30.0
@@ -51,19 +52,6 @@ def make_spec() -> SpecFactory:
         )
 
     return make
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def wait_until_ended(backend: ProcessJobBackend, ref: ExecutionRef) -> JobStatus:
-    wait_until(lambda: backend.status(ref).has_ended, f"{ref} to end")
-    return backend.status(ref)
 
 
 def run_dir(backend: ProcessJobBackend, ref: ExecutionRef) -> Path:
@@ -167,9 +155,7 @@ def test_stopping_a_sleeping_job_ends_it_as_stopped_and_its_process_is_gone(
         time.sleep(600)
     """
     ref = backend.start(make_spec(code))
-    wait_until(
-        lambda: pid_file.exists() and pid_file.read_text() != "", "the job to record its pid"
-    )
+    wait_for(lambda: pid_file.exists() and pid_file.read_text() != "", what="the job to record its pid")
     assert backend.status(ref).state is JobState.RUNNING
 
     status = backend.stop(ref)
@@ -193,7 +179,7 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path, m
         time.sleep(600)
     """
     ref = backend.start(make_spec(code))
-    wait_until(ready.exists, "the job to ignore SIGTERM")
+    wait_for(ready.exists, what="the job to ignore SIGTERM")
 
     status = backend.stop(ref)
 

@@ -21,7 +21,7 @@ from local_runner.host.triggers import (
     QueueTriggerPoller,
     blob_receipt_name,
 )
-from tests.local_runner.host.conftest import wait_until
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.azurite
 
@@ -179,7 +179,7 @@ def test_a_blob_poller_thread_delivers_on_a_manual_clock(
     poller.start()
     try:
         uploads.upload_blob("in/later.csv", b"later")
-        wait_until(lambda: ticked(clock, 5.0) and uploads_of(calls) == [b"later"])
+        wait_for(lambda: ticked(clock, 5.0) and uploads_of(calls) == [b"later"])
     finally:
         poller.stop()
 
@@ -264,9 +264,9 @@ def test_a_queue_poller_thread_delivers_on_a_manual_clock(
     )
     poller.start()
     try:
-        wait_until(lambda: queue_exists(queue))
+        wait_for(lambda: queue_exists(queue))
         queue.send_message(b64("threaded"))
-        wait_until(lambda: ticked(clock, 5.0) and [c["body"] for c in calls] == [b"threaded"])
+        wait_for(lambda: ticked(clock, 5.0) and [c["body"] for c in calls] == [b"threaded"])
     finally:
         poller.stop()
 
