@@ -1,10 +1,10 @@
 """The `docker` job backend: each run in a container on the local Docker engine, as in Container Apps.
 
-Selected with `RUNNER_BACKEND=docker`, or under the emulator when `unavailable_reason()` finds an engine and the runner image
-answers (`DOCKER_HOST` honoured, else the default socket). Like PACTA's `dockertask`, it starts the
-runner image with the JobSpec's environment, entrypoint and arguments and keeps finished containers
-for `docker logs`; unlike it, it limits CPU and memory as Container Apps does and uses host networking
-(`DOCKER_NETWORK`) so the runner reaches Azurite on 127.0.0.1.
+Selected with `RUNNER_BACKEND=docker`, or under the emulator when `unavailable_reason()` finds an engine
+and the runner image answers (`DOCKER_HOST` honoured, else the default socket). Like PACTA's
+`dockertask`, it starts the runner image with the JobSpec's environment, entrypoint and arguments and
+keeps finished containers for `docker logs`; unlike it, it limits CPU and memory as Container Apps does
+and uses host networking (`DOCKER_NETWORK`) so the runner reaches Azurite on 127.0.0.1.
 
 Every container is named `pacta-run-<run_id>` and labelled `pacta-runner.managed=true`,
 `runner.run-id` and `runner.task-type`: the run id label makes `start` idempotent, the project label
