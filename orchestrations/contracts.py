@@ -9,11 +9,12 @@ schema fails validation loudly instead of being half-read. The runner image impo
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+import re
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEMA_VERSION: Final = 1
 
@@ -447,6 +448,129 @@ class RunnerEnv(StrEnum):
     BLOB_ACCOUNT_URL = "RUNNER_BLOB_ACCOUNT_URL"
     QUEUE_ACCOUNT_URL = "RUNNER_QUEUE_ACCOUNT_URL"
     WORK_DIR = "RUNNER_WORK_DIR"
+    # create_report, create_audit, create_dashboard only (job_spec sets them from the app settings):
+    TASK_COMMAND = "RUNNER_TASK_COMMAND"
+    ARTIFACTS_CONTAINER = "RUNNER_ARTIFACTS_CONTAINER"
+    BENCHMARKS_DIR = "RUNNER_BENCHMARKS_DIR"
+    PACTA_DATA_DIR = "RUNNER_PACTA_DATA_DIR"
+
+
+# --- create_report, create_audit, create_dashboard: PACTA's defaults and the request document ---
+
+# The commands PACTA's Go runner ran (pacta-contract.md 1.4); the input JSON is appended as the last argument.
+PACTA_TASK_COMMANDS: Final[dict[TaskType, tuple[str, ...]]] = {
+    TaskType.CREATE_REPORT: (
+        "Rscript", "--vanilla", "/workflow.pacta.webapp/inst/extdata/scripts/run_pacta.R",
+    ),
+    TaskType.CREATE_AUDIT: ("/workflow.pacta.webapp/inst/extdata/scripts/run_audit.sh",),
+    TaskType.CREATE_DASHBOARD: (
+        "Rscript", "--vanilla", "/workflow.pacta.dashboard/inst/extdata/scripts/prepare_dashboard_data.R",
+    ),
+}
+# PACTA's containers for the artifacts of each task type (its runner and dashboard configs).
+PACTA_ARTIFACT_CONTAINERS: Final[dict[TaskType, str]] = {
+    TaskType.CREATE_REPORT: "reports",
+    TaskType.CREATE_AUDIT: "audits",
+    TaskType.CREATE_DASHBOARD: "dashboards",
+}
+# PACTA's server hard-coded these mounts into every task (its `TODO(brandon): Unhardcode these`).
+PACTA_BENCHMARKS_DIR: Final = "/mnt/benchmark-data/65c1a416721b22a98c7925999ae03bc4"
+PACTA_DATA_DIR: Final = "/mnt/pacta-data/2023Q4_20240718T150252Z"
+# What PACTA's runner put in every input JSON (its TODO(#206)); a request's own values win.
+PACTA_HOLDINGS_DATE: Final = "2023-12-31"
+PACTA_PORTFOLIO_NAME: Final = "FooPortfolio"
+PACTA_INHERIT: Final = "GENERAL_2023Q4"
+MAX_PORTFOLIO_NAME_CHARS = 256
+# An analysis id names a blob folder, an inherit value an R parameter file: no slashes, no dot-dot.
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class AnalysisRequest(BaseModel):
+    """A create_report / create_audit / create_dashboard request document: PACTA's
+    `{"AnalysisID", "BlobURIs"}` plus the values PACTA hard-coded (its #206), all optional.
+
+    Other keys are kept (PACTA's server ignores what it does not know), so the document is echoed
+    unchanged in the result document's `Request`.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    AnalysisID: str | None = Field(
+        default=None,
+        description="PACTA's analysis id (`analysis.<20 hex>`): the artifacts' folder. Absent: the run id.",
+    )
+    BlobURIs: list[str] = Field(
+        min_length=1, description="The portfolio CSVs, `az://<container>/<path>`; one or more."
+    )
+    HoldingsDate: str | None = Field(
+        default=None,
+        description=f"The portfolio's holdings date, `YYYY-MM-DD`. Absent: {PACTA_HOLDINGS_DATE} (PACTA's value).",
+    )
+    PortfolioName: str | None = Field(
+        default=None,
+        description=f"The portfolio's name in the report. Absent: {PACTA_PORTFOLIO_NAME} (PACTA's value).",
+    )
+    Inherit: str | None = Field(
+        default=None,
+        description=f"The parameter set the R workflow inherits, e.g. GENERAL_2022Q4. Absent: {PACTA_INHERIT}.",
+    )
+
+    @field_validator("AnalysisID", "Inherit")
+    @classmethod
+    def _is_a_plain_name(cls, value: str | None) -> str | None:
+        if value is not None and not _PLAIN_NAME.match(value):
+            raise ValueError(
+                "must be 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("BlobURIs")
+    @classmethod
+    def _are_blob_uris(cls, uris: list[str]) -> list[str]:
+        for uri in uris:
+            parse_blob_uri(uri)
+        return uris
+
+    @field_validator("HoldingsDate")
+    @classmethod
+    def _is_a_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                if len(value) != len(PACTA_HOLDINGS_DATE):
+                    raise ValueError
+                date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"must be a date written YYYY-MM-DD, e.g. {PACTA_HOLDINGS_DATE}") from None
+        return value
+
+    @field_validator("PortfolioName")
+    @classmethod
+    def _is_a_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or len(value) > MAX_PORTFOLIO_NAME_CHARS):
+            raise ValueError(f"must be 1 to {MAX_PORTFOLIO_NAME_CHARS} characters, not blank")
+        return value
+
+    def pacta_input(self, files: list[str]) -> dict[str, Any]:
+        """The input JSON of PACTA's R scripts (key order as PACTA's Go structs), this request's values
+        or PACTA's defaults."""
+        return {
+            "portfolio": {
+                "files": list(files),
+                "holdingsDate": self.HoldingsDate or PACTA_HOLDINGS_DATE,
+                "name": self.PortfolioName or PACTA_PORTFOLIO_NAME,
+            },
+            "inherit": self.Inherit or PACTA_INHERIT,
+        }
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line naming each bad field and why, without repeating the values."""
+    problems = []
+    for detail in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in detail["loc"])
+        message = str(detail["msg"]).removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
 
 
 def parse_blob_uri(uri: str) -> tuple[str, str]:

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from orchestrations.contracts import (
     MAX_REQUEST_ENV_BYTES,
+    AnalysisRequest,
     RunError,
     RunPolicy,
     RunRecord,
@@ -25,6 +28,7 @@ from orchestrations.contracts import (
     SourceBlob,
     TaskType,
     blob_uri,
+    describe_validation_error,
 )
 from orchestrations.run_store import RunStore
 
@@ -196,6 +200,14 @@ def _parse_request_document(content: bytes, task_type: TaskType) -> dict[str, An
         return _error(
             "invalid_request",
             'The request document needs "BlobURIs": a non-empty list of "az://<container>/<path>" strings.',
+        )
+    try:
+        AnalysisRequest.model_validate(document)
+    except ValidationError as exc:
+        return _error(
+            "invalid_request",
+            f"The request document has invalid fields: {describe_validation_error(exc)}. "
+            "See the README, section Analysis tasks, for its keys.",
         )
     return document
 

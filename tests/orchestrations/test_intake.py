@@ -95,3 +95,36 @@ def test_request_document_over_128_kib_is_rejected() -> None:
 
 def test_request_document_without_inputs_is_rejected() -> None:
     assert rejection_code(admit("create_report/a.json", b'{"AnalysisID": "x"}')) == "invalid_request"
+
+
+def test_holdings_date_portfolio_name_and_inherit_travel_to_the_runner_unchanged() -> None:
+    document = {
+        "AnalysisID": "analysis.1", "BlobURIs": ["az://parsedportfolios/a.csv", "az://parsedportfolios/b.csv"],
+        "HoldingsDate": "2022-12-31", "PortfolioName": "Pension fund", "Inherit": "GENERAL_2022Q4",
+    }
+
+    request = admit("create_report/r.json", json.dumps(document).encode())
+
+    assert isinstance(request, RunRequest)
+    assert request.pacta_request() == document
+    assert request.inputs == document["BlobURIs"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("HoldingsDate", "31.12.2023", "HoldingsDate: must be a date written YYYY-MM-DD"),
+        ("HoldingsDate", "2023-02-30", "HoldingsDate: must be a date written YYYY-MM-DD"),
+        ("PortfolioName", "  ", "PortfolioName: must be 1 to 256 characters, not blank"),
+        ("Inherit", "../GENERAL", "Inherit: must be 1 to 128 letters"),
+        ("AnalysisID", "analysis/1", "AnalysisID: must be 1 to 128 letters"),
+        ("AnalysisID", 7, "AnalysisID: Input should be a valid string"),
+    ],
+)
+def test_a_bad_analysis_field_is_rejected_naming_it(field: str, value: object, words: str) -> None:
+    document = {"BlobURIs": ["az://parsedportfolios/a.csv"], field: value}
+
+    decision = admit("create_audit/a.json", json.dumps(document).encode())
+
+    assert rejection_code(decision) == "invalid_request"
+    assert isinstance(decision, Rejection) and words in decision.error.message
