@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from orchestrations.contracts import JobSpec, RunnerEnv, RunRequest
+from orchestrations.contracts import JobSpec, RunnerEnv, RunRequest, TaskType
 from orchestrations.settings import AppSettings
 
 
@@ -27,6 +27,8 @@ def build_job_spec(request: RunRequest, callback_token: str, settings: AppSettin
         # the runner uses its managed identity and account URLs instead.
         RunnerEnv.STORAGE_CONNECTION_STRING.value: settings.runner_connection,
     }
+    if request.task_type is not TaskType.PARSE_PORTFOLIO:
+        env.update(analysis_env(request.task_type, settings))
     return JobSpec(
         run_id=request.run_id,
         task_type=request.task_type,
@@ -37,3 +39,14 @@ def build_job_spec(request: RunRequest, callback_token: str, settings: AppSettin
         memory=settings.runner_memory,
         deadline_seconds=request.policy.deadline_seconds,
     )
+
+
+def analysis_env(task_type: TaskType, settings: AppSettings) -> dict[str, str]:
+    """What a create_* task needs beyond PACTA's variables: its command, its artifacts container and
+    the data directories the command gets as BENCHMARKS_DIR and PACTA_DATA_DIR."""
+    return {
+        RunnerEnv.TASK_COMMAND.value: json.dumps(settings.task_command(task_type)),
+        RunnerEnv.ARTIFACTS_CONTAINER.value: settings.artifacts_container(task_type),
+        RunnerEnv.BENCHMARKS_DIR.value: settings.benchmarks_dir,
+        RunnerEnv.PACTA_DATA_DIR.value: settings.pacta_data_dir,
+    }

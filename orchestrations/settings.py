@@ -7,13 +7,25 @@ in its `RunRequest`.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from orchestrations.contracts import MAX_DEADLINE_SECONDS, RetryPolicy, RunPolicy
+from orchestrations.contracts import (
+    MAX_DEADLINE_SECONDS,
+    PACTA_ARTIFACT_CONTAINERS,
+    PACTA_BENCHMARKS_DIR,
+    PACTA_DATA_DIR,
+    PACTA_TASK_COMMANDS,
+    RetryPolicy,
+    RunPolicy,
+    TaskType,
+)
 from orchestrations.errors import ConfigurationError
+
+_CONTAINER_NAME = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
 
 
 class BackendName(StrEnum):
@@ -148,6 +160,62 @@ class AppSettings(BaseSettings):
         "(`docker logs`); older ones are removed when a run starts, and all by `python -m local_runner prune`.",
     )
 
+    create_report_command: list[str] = Field(
+        default_factory=lambda: list(PACTA_TASK_COMMANDS[TaskType.CREATE_REPORT]),
+        validation_alias="CREATE_REPORT_COMMAND",
+        description="create_report: the command the runner runs in the job, a JSON list; the input JSON "
+        "is appended as its last argument. Default: PACTA's `Rscript --vanilla .../run_pacta.R`.",
+    )
+    create_audit_command: list[str] = Field(
+        default_factory=lambda: list(PACTA_TASK_COMMANDS[TaskType.CREATE_AUDIT]),
+        validation_alias="CREATE_AUDIT_COMMAND",
+        description="create_audit: the command, a JSON list. Default: PACTA's `.../run_audit.sh`.",
+    )
+    create_dashboard_command: list[str] = Field(
+        default_factory=lambda: list(PACTA_TASK_COMMANDS[TaskType.CREATE_DASHBOARD]),
+        validation_alias="CREATE_DASHBOARD_COMMAND",
+        description="create_dashboard: the command, a JSON list. Default: PACTA's "
+        "`Rscript --vanilla .../prepare_dashboard_data.R`.",
+    )
+    reports_container: str = Field(
+        default=PACTA_ARTIFACT_CONTAINERS[TaskType.CREATE_REPORT],
+        validation_alias="REPORTS_CONTAINER",
+        pattern=_CONTAINER_NAME,
+        description="create_report: container of the artifacts, `<analysis id>/<output dir>/<path>`.",
+    )
+    audits_container: str = Field(
+        default=PACTA_ARTIFACT_CONTAINERS[TaskType.CREATE_AUDIT],
+        validation_alias="AUDITS_CONTAINER",
+        pattern=_CONTAINER_NAME,
+        description="create_audit: container of the artifacts.",
+    )
+    dashboards_container: str = Field(
+        default=PACTA_ARTIFACT_CONTAINERS[TaskType.CREATE_DASHBOARD],
+        validation_alias="DASHBOARDS_CONTAINER",
+        pattern=_CONTAINER_NAME,
+        description="create_dashboard: container of the artifacts.",
+    )
+    benchmarks_dir: str = Field(
+        default=PACTA_BENCHMARKS_DIR,
+        validation_alias="BENCHMARKS_DIR",
+        pattern=r"^/",
+        description="create_*: BENCHMARKS_DIR of the PACTA command, an absolute path inside the job "
+        "(PACTA's benchmark data mount).",
+    )
+    pacta_data_dir: str = Field(
+        default=PACTA_DATA_DIR,
+        validation_alias="PACTA_DATA_DIR",
+        pattern=r"^/",
+        description="create_*: PACTA_DATA_DIR of the PACTA command, an absolute path inside the job.",
+    )
+
+    @field_validator("create_report_command", "create_audit_command", "create_dashboard_command")
+    @classmethod
+    def _command_is_not_empty(cls, command: list[str]) -> list[str]:
+        if not command or not all(part for part in command):
+            raise ValueError('must be a JSON list of non-empty strings, e.g. ["Rscript", "--vanilla", "run.R"]')
+        return command
+
     @field_validator("runner_backend", "functions_environment", "docker_data_dir", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -160,6 +228,23 @@ class AppSettings(BaseSettings):
     @property
     def runner_connection(self) -> str:
         return self.runner_storage_connection or self.storage_connection
+
+    def task_command(self, task_type: TaskType) -> list[str]:
+        """The command a create_* task runs (not parse_portfolio: the runner parses itself)."""
+        commands = {
+            TaskType.CREATE_REPORT: self.create_report_command,
+            TaskType.CREATE_AUDIT: self.create_audit_command,
+            TaskType.CREATE_DASHBOARD: self.create_dashboard_command,
+        }
+        return list(commands[task_type])
+
+    def artifacts_container(self, task_type: TaskType) -> str:
+        containers = {
+            TaskType.CREATE_REPORT: self.reports_container,
+            TaskType.CREATE_AUDIT: self.audits_container,
+            TaskType.CREATE_DASHBOARD: self.dashboards_container,
+        }
+        return containers[task_type]
 
     def run_policy(self) -> RunPolicy:
         """The per-run knobs, captured into each `RunRequest` when the upload is accepted."""
@@ -179,6 +264,14 @@ def load_settings() -> AppSettings:
     """Read and validate the app settings, or fail naming each bad setting."""
     try:
         return AppSettings()
+    except SettingsError as exc:  # a list setting that is not JSON never reaches validation
+        field = re.search(r'field "([^"]+)"', str(exc))
+        setting = AppSettings.model_fields[field.group(1)].validation_alias if field else "a setting"
+        raise ConfigurationError(
+            "invalid_settings",
+            f"The app settings are invalid: {setting} is not JSON; write a list such as "
+            '["python", "-m", "runner"].',
+        ) from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
