@@ -27,7 +27,7 @@ from runner.errors import (
 )
 from runner.logs import flush_logs, run_logging
 from runner.result import LOG_NAME, RESULT_NAME, build_result_document, render_result_document
-from runner.storage import RunStorage, connect
+from runner.storage import BlobFile, RunStorage, UploadsFailedError, connect
 from runner.tasks import get_task
 from runner.tasks.base import OutputFile, TaskInput, TaskOutcome
 from runner.workspace import Workspace
@@ -85,7 +85,7 @@ def _run_in_workspace(
         storage.ensure_output_container()
         progress = _Progress()
         try:
-            _run_task(environ, storage, workspace, progress)
+            _run_task(environ, settings.run_id, storage, workspace, progress)
         except RunnerError as error:
             progress.error = error
         except Exception as error:  # the last line of defence: a bug still ends in a failed message
@@ -99,7 +99,11 @@ def _run_in_workspace(
 
 
 def _run_task(
-    environ: Mapping[str, str], storage: RunStorage, workspace: Workspace, progress: _Progress
+    environ: Mapping[str, str],
+    run_id: str,
+    storage: RunStorage,
+    workspace: Workspace,
+    progress: _Progress,
 ) -> None:
     task_settings = progress.task = TaskSettings.from_environ(environ)
     task = get_task(task_settings.task_type)
@@ -117,17 +121,36 @@ def _run_task(
             workspace.input_dir,
             workspace.output_dir,
             sources,
+            run_id=run_id,
+            environ=environ,
         )
     )
-    for output in outcome.outputs:
-        uri = storage.upload_file(output.path, output.blob_name, content_type=output.content_type)
-        progress.uploaded.append((output, uri))
-    for attachment in outcome.attachments:
-        storage.upload_file(
-            attachment.path, attachment.blob_name, content_type=attachment.content_type
-        )
+    _upload_outputs(storage, outcome, progress)
     if outcome.error is not None:
         raise RunnerError(outcome.error.code, outcome.error.message)
+
+
+def _upload_outputs(storage: RunStorage, outcome: TaskOutcome, progress: _Progress) -> None:
+    """Upload outputs and attachments concurrently; record each output that made it."""
+    for container in sorted({output.container for output in outcome.outputs if output.container}):
+        storage.ensure_container(container)
+    files = [_blob_file(storage, output) for output in [*outcome.outputs, *outcome.attachments]]
+    try:
+        uris = storage.upload_files(files)
+    except UploadsFailedError as error:
+        progress.uploaded.extend(
+            (output, error.uploaded[index])
+            for index, output in enumerate(outcome.outputs)
+            if index in error.uploaded
+        )
+        raise
+    progress.uploaded.extend(zip(outcome.outputs, uris, strict=False))
+
+
+def _blob_file(storage: RunStorage, output: OutputFile) -> BlobFile:
+    if output.container is None:
+        return storage.output_file(output.path, output.blob_name, content_type=output.content_type)
+    return BlobFile(output.path, output.container, output.blob_name, output.content_type)
 
 
 def _download_inputs(storage: RunStorage, uris: list[str], workspace: Workspace) -> dict[str, str]:

@@ -8,14 +8,21 @@ SDK's own retry policy covers transient failures; what is left becomes a RunnerE
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+# requests comes with azure-core (its default transport); only its pool size is ours.
+import requests
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueClient
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from orchestrations.contracts import RunnerEvent, blob_uri, parse_blob_uri
 from runner.environment import OutputPrefix, RunnerSettings
@@ -25,6 +32,12 @@ logger = logging.getLogger(__name__)
 
 # Inputs are downloaded in parallel ranges: portfolios are small, report inputs can be large.
 DOWNLOAD_CONCURRENCY = 4
+# A report has hundreds of small files, so uploads are bound by round trips, not bandwidth: this
+# many run at once over the one client (bench/upload_concurrency.py measures the gain).
+UPLOAD_CONCURRENCY = 16
+# requests keeps 10 connections per host unless told otherwise; with more threads than that, the
+# extra connections would be opened and dropped on every request ("Connection pool is full").
+CONNECTION_POOL_SIZE = UPLOAD_CONCURRENCY + DOWNLOAD_CONCURRENCY
 
 
 @dataclass(frozen=True)
@@ -33,12 +46,50 @@ class StorageClients:
     queue: QueueClient
 
 
+@dataclass(frozen=True)
+class BlobFile:
+    """A local file and the blob it becomes."""
+
+    path: Path
+    container: str
+    name: str
+    content_type: str
+
+    @property
+    def uri(self) -> str:
+        return blob_uri(self.container, self.name)
+
+
+class UploadsFailedError(RunnerError):
+    """Uploads of a batch failed; `uploaded` maps the index of each file that did upload to its URI."""
+
+    def __init__(self, message: str, uploaded: dict[int, str]) -> None:
+        super().__init__("output_upload_failed", message)
+        self.uploaded = uploaded
+
+
+def blob_transport() -> RequestsTransport:
+    """The SDK's requests transport with a connection pool as large as the upload threads."""
+    session = requests.Session()
+    # As azure-core mounts its own adapter: no urllib3 retries, the SDK's retry policy does them.
+    adapter = HTTPAdapter(
+        pool_connections=CONNECTION_POOL_SIZE,
+        pool_maxsize=CONNECTION_POOL_SIZE,
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
+    for scheme in ("http://", "https://"):
+        session.mount(scheme, adapter)
+    return RequestsTransport(session=session, session_owner=True)
+
+
 def connect(settings: RunnerSettings) -> StorageClients:
     """Build the blob service and events queue clients from the settings; nothing is sent yet."""
     if settings.storage_connection_string is not None:
         connection_string = settings.storage_connection_string.get_secret_value()
         return StorageClients(
-            blob_service=BlobServiceClient.from_connection_string(connection_string),
+            blob_service=BlobServiceClient.from_connection_string(
+                connection_string, transport=blob_transport()
+            ),
             # No encode policy: plain text, as host.json's `messageEncoding: none` expects.
             queue=QueueClient.from_connection_string(connection_string, settings.events_queue),
         )
@@ -49,7 +100,9 @@ def connect(settings: RunnerSettings) -> StorageClients:
     assert settings.blob_account_url is not None and settings.queue_account_url is not None
     credential = DefaultAzureCredential()
     return StorageClients(
-        blob_service=BlobServiceClient(settings.blob_account_url, credential=credential),
+        blob_service=BlobServiceClient(
+            settings.blob_account_url, credential=credential, transport=blob_transport()
+        ),
         queue=QueueClient(settings.queue_account_url, settings.events_queue, credential=credential),
     )
 
@@ -79,25 +132,69 @@ class RunStorage:
             ) from error
         logger.info("downloaded %s (%d bytes)", uri, destination.stat().st_size)
 
+    def output_file(self, path: Path, relative: str, *, content_type: str) -> BlobFile:
+        """The upload of a local file to `<prefix><relative>`."""
+        return BlobFile(
+            path, self._prefix.container, self._prefix.blob_name(relative), content_type
+        )
+
     def upload_file(self, path: Path, relative: str, *, content_type: str) -> str:
         """Upload a local file to `<prefix><relative>` and return its URI."""
-        with path.open("rb") as file:
-            return self._upload(file, relative, content_type=content_type)
+        return self._upload_file(self.output_file(path, relative, content_type=content_type))
+
+    def upload_files(
+        self, files: Sequence[BlobFile], *, concurrency: int = UPLOAD_CONCURRENCY
+    ) -> list[str]:
+        """Upload the files `concurrency` at a time; return their URIs in the order given.
+
+        When some fail, the rest still finish (those not yet started are cancelled) and
+        UploadsFailedError names the first failure, with the URIs of the files that did upload.
+        """
+        if not files:
+            return []
+        uploaded: dict[int, str] = {}
+        failures: list[RunnerError] = []
+        workers = max(1, min(concurrency, len(files)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool:
+            futures = {pool.submit(self._upload_file, file): index for index, file in enumerate(files)}
+            for future in as_completed(futures):
+                if future.cancelled():
+                    continue
+                try:
+                    uploaded[futures[future]] = future.result()
+                except RunnerError as error:
+                    if not failures:
+                        for pending in futures:
+                            pending.cancel()
+                    failures.append(error)
+        if failures:
+            raise UploadsFailedError(
+                f"{failures[0].message} ({len(failures)} of {len(files)} upload(s) failed, "
+                f"{len(uploaded)} succeeded, the others were not tried)",
+                uploaded,
+            )
+        logger.info("uploaded %d file(s), %d at a time", len(files), workers)
+        return [uploaded[index] for index in range(len(files))]
 
     def upload_text(self, text: str, relative: str, *, content_type: str) -> str:
-        return self._upload(text.encode("utf-8"), relative, content_type=content_type)
+        name = self._prefix.blob_name(relative)
+        return self._upload(
+            text.encode("utf-8"), self._prefix.container, name, content_type=content_type
+        )
 
     def ensure_output_container(self) -> None:
-        """Create the output container if missing. Any other failure is only a warning: an identity
-        without that right can still upload, and unreachable storage fails the uploads anyway."""
+        """Create the output container if missing (see `ensure_container`)."""
+        self.ensure_container(self._prefix.container)
+
+    def ensure_container(self, container: str) -> None:
+        """Create a container if missing. Any other failure is only a warning: an identity without
+        that right can still upload, and unreachable storage fails the uploads anyway."""
         try:
-            self._clients.blob_service.create_container(self._prefix.container)
+            self._clients.blob_service.create_container(container)
         except ResourceExistsError:
             pass
         except AzureError as error:
-            logger.warning(
-                "could not create container %s: %s", self._prefix.container, _reason(error)
-            )
+            logger.warning("could not create container %s: %s", container, _reason(error))
 
     def send_event(self, event: RunnerEvent) -> None:
         """Put the completion message on the events queue, creating the queue if it is missing."""
@@ -120,9 +217,15 @@ class RunStorage:
         self._clients.blob_service.close()
         self._clients.queue.close()
 
-    def _upload(self, data: bytes | BinaryIO, relative: str, *, content_type: str) -> str:
-        name = self._prefix.blob_name(relative)
-        blob = self._clients.blob_service.get_blob_client(self._prefix.container, name)
+    def _upload_file(self, file: BlobFile) -> str:
+        with file.path.open("rb") as data:
+            return self._upload(data, file.container, file.name, content_type=file.content_type)
+
+    def _upload(
+        self, data: bytes | BinaryIO, container: str, name: str, *, content_type: str
+    ) -> str:
+        blob = self._clients.blob_service.get_blob_client(container, name)
+        uri = blob_uri(container, name)
         try:
             blob.upload_blob(
                 data, overwrite=True, content_settings=ContentSettings(content_type=content_type)
@@ -130,10 +233,9 @@ class RunStorage:
         except AzureError as error:
             raise RunnerError(
                 "output_upload_failed",
-                f"Could not upload {self._prefix.uri(relative)}: {_reason(error)}. Check that the "
-                "runner's identity may write to the container.",
+                f"Could not upload {uri}: {_reason(error)}. Check that the runner's identity may "
+                "write to the container.",
             ) from error
-        uri = blob_uri(self._prefix.container, name)
         logger.info("uploaded %s", uri)
         return uri
 
