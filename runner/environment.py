@@ -25,7 +25,15 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrations.contracts import RunnerEnv, TaskType, parse_blob_uri
+from orchestrations.contracts import (
+    PACTA_ARTIFACT_CONTAINERS,
+    PACTA_BENCHMARKS_DIR,
+    PACTA_DATA_DIR,
+    PACTA_TASK_COMMANDS,
+    RunnerEnv,
+    TaskType,
+    parse_blob_uri,
+)
 from runner.errors import InvalidEnvironmentError
 
 TASK_ID_VAR = "TASK_ID"
@@ -222,6 +230,61 @@ class TaskSettings(BaseModel):
         if request_var in environ:
             data["request"] = environ[request_var]
         return _validate(cls, data, renames={"request": request_var})
+
+
+class AnalysisSettings(BaseModel):
+    """What a create_* task needs beyond PACTA's variables (job_spec sets them from the app
+    settings); each has PACTA's value as its default, so the runner also runs as PACTA's did."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command: list[str] = Field(
+        validation_alias=RunnerEnv.TASK_COMMAND.value,
+        description="The PACTA command, a JSON list; the input JSON is appended as the last argument.",
+    )
+    artifacts_container: str = Field(
+        validation_alias=RunnerEnv.ARTIFACTS_CONTAINER.value,
+        description="Container of the artifacts: `<analysis id>/<output dir>/<path>`.",
+    )
+    benchmarks_dir: str = Field(
+        validation_alias=RunnerEnv.BENCHMARKS_DIR.value, min_length=1, description="BENCHMARKS_DIR."
+    )
+    pacta_data_dir: str = Field(
+        validation_alias=RunnerEnv.PACTA_DATA_DIR.value, min_length=1, description="PACTA_DATA_DIR."
+    )
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _parse_command(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                value = None
+        if not isinstance(value, list) or not value or not all(isinstance(p, str) and p for p in value):
+            raise ValueError(
+                'is not a JSON list of non-empty strings, e.g. ["Rscript", "--vanilla", "run_pacta.R"]'
+            )
+        return value
+
+    @field_validator("artifacts_container")
+    @classmethod
+    def _valid_container_name(cls, name: str) -> str:
+        if not _STORAGE_NAME_PATTERN.match(name):
+            raise ValueError("is not a valid blob container name")
+        return name
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], task_type: TaskType) -> AnalysisSettings:
+        """Read the `RUNNER_*` variables of a create_* task; unset or empty ones take PACTA's value."""
+        defaults: dict[str, Any] = {
+            RunnerEnv.TASK_COMMAND.value: list(PACTA_TASK_COMMANDS[task_type]),
+            RunnerEnv.ARTIFACTS_CONTAINER.value: PACTA_ARTIFACT_CONTAINERS[task_type],
+            RunnerEnv.BENCHMARKS_DIR.value: PACTA_BENCHMARKS_DIR,
+            RunnerEnv.PACTA_DATA_DIR.value: PACTA_DATA_DIR,
+        }
+        data = {name: environ.get(name) or default for name, default in defaults.items()}
+        return _validate(cls, data)
 
 
 def _validate(

@@ -5,9 +5,15 @@ from __future__ import annotations
 from orchestrations.contracts import TaskType
 from runner.errors import RunnerError
 from runner.tasks.base import Task
+from runner.tasks.pacta_analysis import run_pacta_analysis
 from runner.tasks.parse_portfolio_task import run_parse_portfolio
 
-_TASKS: dict[TaskType, Task] = {TaskType.PARSE_PORTFOLIO: run_parse_portfolio}
+_TASKS: dict[TaskType, Task] = {
+    TaskType.PARSE_PORTFOLIO: run_parse_portfolio,
+    TaskType.CREATE_REPORT: run_pacta_analysis,
+    TaskType.CREATE_AUDIT: run_pacta_analysis,
+    TaskType.CREATE_DASHBOARD: run_pacta_analysis,
+}
 
 
 def get_task(task_type: TaskType) -> Task:

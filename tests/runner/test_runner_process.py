@@ -143,20 +143,6 @@ def test_a_file_without_portfolios_fails_the_run_with_no_portfolios(
     assert event.log_uri is not None and run_storage.read_blob(event.log_uri)
 
 
-def test_an_unsupported_task_type_fails_with_a_message_naming_it(
-    run_runner: RunRunner, runner_env: BuildEnv, run_storage: StorageView
-) -> None:
-    env = runner_env("create_report", ["az://uploads/analysis/portfolio.csv"])
-
-    process = run_runner(env.variables)
-
-    assert process.exit_code == 1
-    [event] = run_storage.receive_events()
-    assert event.error is not None and event.error.code == "unsupported_task_type"
-    assert "does not run create_report yet" in event.error.message
-    assert _result(run_storage, env).Artifacts == []
-
-
 def test_a_missing_input_blob_fails_with_input_download_failed(
     run_runner: RunRunner, runner_env: BuildEnv, run_storage: StorageView
 ) -> None:
