@@ -41,7 +41,8 @@ def test_uploads_run_concurrently_and_return_uris_in_the_order_given(
     storage: RunStorage, tmp_path: Path, unique_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="urllib3")
-    files = [storage.output_file(path, f"out/{path.name}", content_type="text/plain") for path in small_files(tmp_path, 60)]
+    paths = small_files(tmp_path, 60)
+    files = [storage.output_file(path, f"out/{path.name}", content_type="text/plain") for path in paths]
 
     uris = storage.upload_files(files, concurrency=16)
 
