@@ -38,6 +38,10 @@ UPLOAD_CONCURRENCY = 16
 # requests keeps 10 connections per host unless told otherwise; with more threads than that, the
 # extra connections would be opened and dropped on every request ("Connection pool is full").
 CONNECTION_POOL_SIZE = UPLOAD_CONCURRENCY + DOWNLOAD_CONCURRENCY
+# The storage SDK's own transport settings, which it applies only to a transport it builds itself.
+CONNECTION_TIMEOUT_SECONDS = 20
+READ_TIMEOUT_SECONDS = 60
+DATA_BLOCK_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,13 @@ def blob_transport() -> RequestsTransport:
     )
     for scheme in ("http://", "https://"):
         session.mount(scheme, adapter)
-    return RequestsTransport(session=session, session_owner=True)
+    return RequestsTransport(
+        session=session,
+        session_owner=True,
+        connection_timeout=CONNECTION_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        connection_data_block_size=DATA_BLOCK_BYTES,
+    )
 
 
 def connect(settings: RunnerSettings) -> StorageClients:
