@@ -1,0 +1,151 @@
+"""Uploading a report's many small files: the runner's concurrent uploader against a sequential loop.
+
+    .venv/bin/python bench/upload_concurrency.py [--files 500] [--size 20480] [--repeat 3] [--latency-ms 10]
+    (`make bench` runs it)
+
+Starts a private, in-memory Azurite (as the tests do), writes `--files` files of `--size` random
+bytes, and uploads them `--repeat` times each way through the same client: with
+`RunStorage.upload_files` (UPLOAD_CONCURRENCY threads) and file after file, as the runner did before
+(and PACTA's Go runner did). One warm-up upload of each kind is not counted. Prints the median times
+and the ratio; it asserts nothing.
+
+Against Azurite on the same machine each upload costs CPU on both sides and no network time, so the
+ratio is bounded by the cores. A second round adds `--latency-ms` of waiting to every request (a
+transport that sleeps before sending, no CPU), standing in for the round trip to Azure Storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from azure.core.pipeline.transport import HttpTransport  # noqa: E402
+from azure.storage.blob import BlobServiceClient  # noqa: E402
+from azure.storage.queue import QueueClient  # noqa: E402
+
+from local_runner.azurite import AzuriteEndpoints, find_azurite, free_port, start_azurite  # noqa: E402
+from runner.environment import OutputPrefix  # noqa: E402
+from runner.storage import UPLOAD_CONCURRENCY, RunStorage, StorageClients, blob_transport  # noqa: E402
+
+CONTAINER = "bench-uploads"
+CONTENT_TYPE = "text/javascript"
+WARM_UP_FILES = 20
+
+
+def make_files(directory: Path, count: int, size: int) -> list[Path]:
+    paths = []
+    for number in range(count):
+        path = directory / f"report/libs/f{number:04}.js"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+        paths.append(path)
+    return paths
+
+
+class DelayedTransport(HttpTransport):
+    """A transport that waits `delay` seconds before each request: a network round trip without CPU."""
+
+    def __init__(self, inner: HttpTransport, delay: float) -> None:
+        self._inner, self._delay = inner, delay
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        time.sleep(self._delay)
+        return self._inner.send(request, **kwargs)
+
+    def open(self) -> None:
+        self._inner.open()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> DelayedTransport:
+        self._inner.__enter__()
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        self._inner.__exit__(*args)
+
+
+def timed(upload: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    upload()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=500)
+    parser.add_argument("--size", type=int, default=20 * 1024, help="bytes per file")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--latency-ms", type=float, default=10.0, help="added per request in the second round")
+    args = parser.parse_args()
+    if find_azurite() is None:
+        sys.exit("Azurite is not installed: run scripts/bootstrap.sh (or `make setup`)")
+    endpoints = AzuriteEndpoints("127.0.0.1", free_port(), free_port(), free_port())
+    with tempfile.TemporaryDirectory() as work:
+        azurite = start_azurite(endpoints, log_path=Path(work) / "azurite.log")
+        try:
+            paths = make_files(Path(work), args.files, args.size)
+            megabytes = args.files * args.size / 1e6
+            print(f"{args.files} files of {args.size} bytes ({megabytes:.1f} MB) to a local Azurite, "
+                  f"median of {args.repeat}, {os.cpu_count()} cores:")
+            threads = f"upload_files ({UPLOAD_CONCURRENCY} threads)"
+            print(f"  {'':30} {'sequential loop':>16} {threads:>26} {'speed-up':>9}")
+            rounds = (("as it is", 0.0), (f"+ {args.latency_ms:g} ms per request", args.latency_ms))
+            for label, latency in rounds:
+                one_by_one, concurrent = measure(endpoints.connection_string, paths, Path(work), args.repeat, latency)
+                print(f"  {label:30} {one_by_one:14.2f} s {concurrent:24.2f} s {one_by_one / concurrent:8.1f}x")
+        finally:
+            azurite.terminate()
+            azurite.wait(timeout=10)
+
+
+def measure(
+    connection_string: str, paths: list[Path], root: Path, repeat: int, latency_ms: float
+) -> tuple[float, float]:
+    """Median seconds of the sequential loop and of upload_files over the same files."""
+    transport: HttpTransport = blob_transport()
+    if latency_ms:
+        transport = DelayedTransport(transport, latency_ms / 1000)
+    clients = StorageClients(
+        BlobServiceClient.from_connection_string(connection_string, transport=transport),
+        QueueClient.from_connection_string(connection_string, "bench-events"),
+    )
+    storage = RunStorage(clients, OutputPrefix.parse(f"az://{CONTAINER}/latency-{latency_ms:g}/"))
+    storage.ensure_output_container()
+
+    def names(label: str) -> list[tuple[Path, str]]:
+        return [(path, f"{label}/{path.relative_to(root).as_posix()}") for path in paths]
+
+    def concurrently(label: str, count: int | None = None) -> None:
+        storage.upload_files(
+            [storage.output_file(path, name, content_type=CONTENT_TYPE) for path, name in names(label)[:count]]
+        )
+
+    def one_by_one(label: str, count: int | None = None) -> None:
+        for path, name in names(label)[:count]:
+            storage.upload_file(path, name, content_type=CONTENT_TYPE)
+
+    concurrently("warm-up-concurrent", WARM_UP_FILES)
+    one_by_one("warm-up-sequential", WARM_UP_FILES)
+    concurrent_times, sequential_times = [], []
+    for round_number in range(repeat):
+        concurrent_times.append(timed(partial(concurrently, f"concurrent-{round_number}")))
+        sequential_times.append(timed(partial(one_by_one, f"sequential-{round_number}")))
+    storage.close()
+    return statistics.median(sequential_times), statistics.median(concurrent_times)
+
+
+if __name__ == "__main__":
+    main()
