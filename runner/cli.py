@@ -25,6 +25,9 @@ Without a subcommand, the runner reads PACTA's {TASK_ID_VAR}, {TASK_TYPE_VAR} an
 {RunnerEnv.RUN_ID}, {RunnerEnv.CALLBACK_TOKEN}, {RunnerEnv.EVENTS_QUEUE}, {RunnerEnv.OUTPUT_PREFIX},
 {RunnerEnv.STORAGE_CONNECTION_STRING} (or {RunnerEnv.BLOB_ACCOUNT_URL} and
 {RunnerEnv.QUEUE_ACCOUNT_URL} with a managed identity) and, optionally, {RunnerEnv.WORK_DIR}.
+create_report, create_audit and create_dashboard also read {RunnerEnv.TASK_COMMAND} (a JSON list),
+{RunnerEnv.ARTIFACTS_CONTAINER}, {RunnerEnv.BENCHMARKS_DIR} and {RunnerEnv.PACTA_DATA_DIR}; each
+defaults to PACTA's value (Rscript ... run_pacta.R, reports, /mnt/benchmark-data/..., ...).
 It exits 0 when the task succeeded, 1 when it failed and 2 when the environment is invalid.
 """
 
