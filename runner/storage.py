@@ -165,7 +165,8 @@ class RunStorage:
         uploaded: dict[int, str] = {}
         failures: list[RunnerError] = []
         workers = max(1, min(concurrency, len(files)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
+        try:
             futures = {pool.submit(self._upload_file, file): index for index, file in enumerate(files)}
             for future in as_completed(futures):
                 if future.cancelled():
@@ -177,6 +178,10 @@ class RunStorage:
                         for pending in futures:
                             pending.cancel()
                     failures.append(error)
+        finally:
+            # Also when the runner is stopped mid-way (TerminatedError): the queued uploads are dropped,
+            # only those under way are waited for, so the failure report goes out in time.
+            pool.shutdown(wait=True, cancel_futures=True)
         if failures:
             raise UploadsFailedError(
                 f"{failures[0].message} ({len(failures)} of {len(files)} upload(s) failed, "
