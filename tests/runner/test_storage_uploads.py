@@ -63,5 +63,7 @@ def test_a_failed_upload_is_named_and_the_ones_that_succeeded_are_reported(
 
     assert caught.value.code == "output_upload_failed"
     assert f"Could not upload az://{unique_name}-missing/x.txt: 404 ContainerNotFound" in caught.value.message
-    assert "(1 of 5 upload(s) failed, 4 succeeded" in caught.value.message
-    assert sorted(caught.value.uploaded) == [1, 2, 3, 4]
+    # Uploads still queued when the failure is seen are cancelled, so how many got through varies.
+    uploaded = caught.value.uploaded
+    assert f"(1 of 5 upload(s) failed, {len(uploaded)} succeeded" in caught.value.message
+    assert set(uploaded) <= {1, 2, 3, 4}
