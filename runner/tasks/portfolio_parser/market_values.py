@@ -1,0 +1,152 @@
+"""Market values, raw text to the bytes R writes for them, a block at a time.
+
+The exact route parses each value as readr does (number_parsing) and formats the double as R does
+(r_format). Most columns hold plain decimals (`12345.67`, `1,000.5`, `-3`), and for those the output
+is a function of the text alone: with at most 15 significant digits and 2 decimals, readr's double
+is within 3 units in the last place of the decimal, far inside what 15-digit rounding absorbs, so R
+writes the decimal itself, leading zeros and trailing fractional zeros dropped, unless scientific
+notation is narrower (integers ending in five or more zeros). That route works on the whole block
+joined into one string, with C-speed string operations, and falls back to the exact route as soon as
+any value in the block is not plain.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from runner.tasks.portfolio_parser.column import SEPARATOR
+from runner.tasks.portfolio_parser.marks import Marks
+from runner.tasks.portfolio_parser.number_parsing import parse_market_value
+from runner.tasks.portfolio_parser.r_format import format_r_double
+
+_PLAIN_BYTES = b"0123456789.-\x00"
+_TWO_POINTS = re.compile(r"\.[0-9]*\.")
+_THREE_DECIMALS = re.compile(r"\.[0-9]{3}")
+_LEADING_ZERO = re.compile("\x00-?0[0-9]")
+# At most 13 integer digits (and 2 decimals): at most 15 significant digits.
+_DIGITS_AS_NINES = bytes.maketrans(b"0123456789", b"9999999999")
+_TOO_MANY_DIGITS = b"9" * 14
+# Remembered results of the exact route (repeated values are common); bounded.
+_CACHE_LIMIT = 100_000
+
+
+@dataclass
+class RenderedValues:
+    """Output fields of a block, and which rows deserve a warning (indices into the block)."""
+
+    fields: list[str]
+    unparseable: list[int] = field(default_factory=list)
+    negative: list[int] = field(default_factory=list)
+
+
+def render_values(joined: str, marks: Marks) -> RenderedValues:
+    """The `write.csv` field of each value of a block joined by SEPARATOR ("" is missing)."""
+    return _render_plain(joined, marks) or _render_exact(joined.split(SEPARATOR), marks)
+
+
+def decimal_conflicts(joined: str, marks: Marks) -> list[int]:
+    """Rows whose value can only mean the other decimal mark: it holds `.` (or `,`) exactly once,
+    followed by other than three digits (`1234,5` in a column read with a decimal point)."""
+    other = "," if marks.decimal == "." else "."
+    if other not in joined:
+        return []
+    pattern = re.compile(re.escape(other) + "(?:[0-9]{1,2}|[0-9]{4,})(?![0-9])")
+    rows: list[int] = []
+    row, scanned = 0, 0
+    values: list[str] | None = None
+    for match in pattern.finditer(joined):
+        row += joined.count(SEPARATOR, scanned, match.start())
+        scanned = match.start()
+        values = values or joined.split(SEPARATOR)
+        if (not rows or rows[-1] != row) and values[row].count(other) == 1:
+            rows.append(row)
+    return rows
+
+
+def _render_plain(joined: str, marks: Marks) -> RenderedValues | None:
+    """The string route, or None when some value is not a plain decimal."""
+    if not joined.isascii():
+        return None
+    if marks.grouping in joined:
+        if marks.grouping in "-eE":  # removing it would change where readr's number starts or ends
+            return None
+        joined = joined.replace(marks.grouping, "")
+    if marks.decimal == ",":
+        if "." in joined:  # with a decimal comma a point ends the number: not plain
+            return None
+        joined = joined.replace(",", ".")
+    padded = SEPARATOR + joined + SEPARATOR
+    encoded = joined.encode()
+    if (
+        encoded.translate(None, delete=_PLAIN_BYTES)
+        or _TOO_MANY_DIGITS in encoded.translate(_DIGITS_AS_NINES)
+        or padded.count("-") != padded.count("\x00-")
+        or _TWO_POINTS.search(joined)
+        or _THREE_DECIMALS.search(joined)
+        or any(empty in padded for empty in ("\x00-\x00", "\x00.\x00", "\x00-.\x00"))
+        or _LEADING_ZERO.search(padded)
+    ):
+        return None
+    if "\x00." in padded or "\x00-." in padded:  # readr reads .5 as 0.5
+        padded = padded.replace("\x00.", "\x000.").replace("\x00-.", "\x00-0.")
+    fields = padded[1:-1].split(SEPARATOR)
+    stripped: list[int] = []
+    if "." in padded:  # a fraction ending in zeros loses them, and then a bare point
+        for row in rows_ending(padded, "0\x00") + rows_ending(padded, ".\x00"):
+            if "." in fields[row]:
+                fields[row] = fields[row].rstrip("0").rstrip(".")
+                stripped.append(row)
+    if "-0" in fields:  # R prints minus zero as 0
+        fields = ["0" if text == "-0" else text for text in fields]
+    if "00000" in padded:  # an integer ending in five or more zeros may be narrower in scientific notation
+        for row in rows_ending(padded, "00000\x00") + stripped:
+            if fields[row].endswith("00000"):
+                fields[row] = format_r_double(float(fields[row]))
+    negative = [row for row, text in enumerate(fields) if text.startswith("-")] if "-" in padded else []
+    return RenderedValues(fields, negative=negative)
+
+
+def rows_ending(padded: str, ending: str) -> list[int]:
+    """Rows whose value ends with `ending` (which ends in the separator), in a block joined as
+    separator, value 0, separator, value 1, ..., separator; found with C-speed searches."""
+    rows: list[int] = []
+    separators, scanned = 0, 0
+    position = padded.find(ending, 1)
+    while position != -1:
+        end = position + len(ending) - 1  # the separator after the value
+        separators += padded.count(SEPARATOR, scanned, end)
+        scanned = end
+        rows.append(separators - 1)
+        position = padded.find(ending, end + 1)
+    return rows
+
+
+_cache: dict[tuple[str, str, str], float | None] = {}
+
+
+def _render_exact(values: list[str], marks: Marks) -> RenderedValues:
+    rendered = RenderedValues([])
+    for row, text in enumerate(values):
+        if not text:
+            rendered.fields.append("")
+            continue
+        key = (text, marks.decimal, marks.grouping)
+        if key in _cache:
+            number = _cache[key]
+        else:
+            number = parse_market_value(text, marks.decimal, marks.grouping)
+            if len(_cache) >= _CACHE_LIMIT:
+                _cache.clear()
+            _cache[key] = number
+        if number is None:
+            rendered.unparseable.append(row)
+            rendered.fields.append("")
+        elif math.isnan(number):
+            rendered.fields.append("")  # write.table writes NaN as its NA string
+        else:
+            if number < 0:
+                rendered.negative.append(row)
+            rendered.fields.append(format_r_double(number))
+    return rendered

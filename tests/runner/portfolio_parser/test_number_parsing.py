@@ -1,0 +1,119 @@
+"""Market values read as readr's col_number (vroom parseNumber) reads them, and written as R writes
+them; the fast string route gives exactly what the exact route gives."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runner.tasks.portfolio_parser.column import SEPARATOR
+from runner.tasks.portfolio_parser.market_values import _render_exact, _render_plain, render_values
+from runner.tasks.portfolio_parser.marks import Marks
+from runner.tasks.portfolio_parser.number_parsing import parse_market_value, parse_number
+from runner.tasks.portfolio_parser.r_format import _layout, _scientific_long_double, format_r_double
+
+POINT = Marks(".", ",")
+COMMA = Marks(",", ".")
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        ("10000", 10000.0),
+        ("$1,234.5 USD", 1234.5),
+        ("USD -1,000", -1000.0),
+        ("1 000", 1.0),  # a space is not the grouping mark here: the number ends there
+        ("1.2.3", 1.2),
+        ("1e5", 100000.0),
+        ("1E-3", 0.001),
+        ("1e", 1.0),  # an exponent without digits adds nothing
+        ("e5", 5.0),  # an e before any digit is skipped like any other text
+        (".5", 0.5),
+        ("-.5", -0.5),
+        ("5-", 5.0),
+        ("1,5.3", 15.3),
+        ("1.5,3", 1.53),  # grouping marks are skipped after the decimal mark too
+        ("ISIN-123", -123.0),  # the first minus sign starts the number
+    ],
+)
+def test_a_value_is_read_as_readr_reads_it_with_a_decimal_point(text: str, number: float) -> None:
+    assert parse_number(text, ".", ",") == number
+
+
+@pytest.mark.parametrize("text", ["abc", "-", ".", "-x5", "--5", "NA!"])
+def test_a_value_without_a_number_where_readr_looks_is_missing(text: str) -> None:
+    assert parse_number(text, ".", ",") is None
+
+
+def test_a_decimal_comma_and_grouping_point_read_the_european_way() -> None:
+    assert parse_number("1.234,5", ",", ".") == 1234.5
+
+
+def test_readr_adds_decimals_one_at_a_time_in_doubles() -> None:
+    # vroom: 0 + 1/10 + 2/100 + 3/1000 + 4/10000, each step rounded; not the nearest double.
+    assert parse_number("0.1234", ".", ",") == ((0.0 + 1 / 10) + 2 / 100) + 3 / 1000 + 4 / 10000
+
+
+def test_an_exponent_past_the_doubles_range_is_infinite() -> None:
+    assert parse_number("1e999", ".", ",") == float("inf")
+
+
+def test_accounting_parentheses_read_as_a_negative_amount() -> None:
+    assert parse_market_value("(1,000)", ".", ",") == -1000.0
+    assert parse_market_value("(0)", ".", ",") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("values", "fields"),
+    [
+        (["12345.67", "0.50", "3.00", "7."], ["12345.67", "0.5", "3", "7"]),
+        (["100000", "1200000", "12000000"], ["1e+05", "1200000", "1.2e+07"]),
+        ([".5", "-.5", "-0", "-0.00"], ["0.5", "-0.5", "0", "0"]),
+        (["1,000.5", "", "2,500"], ["1000.5", "", "2500"]),
+    ],
+)
+def test_plain_decimals_are_written_as_r_writes_them(values: list[str], fields: list[str]) -> None:
+    assert render_values(SEPARATOR.join(values), POINT).fields == fields
+
+
+def test_values_that_are_not_plain_decimals_take_the_exact_route() -> None:
+    rendered = render_values(SEPARATOR.join(["$5", "abc", "(2)", "007"]), POINT)
+    assert rendered.fields == ["5", "", "-2", "7"]
+    assert (rendered.unparseable, rendered.negative) == ([1], [2])
+
+
+def test_a_negative_plain_value_is_reported() -> None:
+    assert render_values(SEPARATOR.join(["1", "-2.5", "-0"]), POINT).negative == [1]
+
+
+# Plain decimals as files hold them: up to 13 integer digits (some with grouping marks), 0 to 2 decimals.
+PLAIN = st.builds(
+    lambda sign, whole, decimals, grouped: (
+        sign + (f"{whole:,}" if grouped else str(whole)) + (("." + decimals) if decimals is not None else "")
+    ),
+    st.sampled_from(["", "-"]),
+    st.integers(min_value=0, max_value=9_999_999_999_999),
+    st.one_of(st.none(), st.text("0123456789", min_size=0, max_size=2)),
+    st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(PLAIN, st.just("")), min_size=1, max_size=30))
+def test_the_string_route_for_plain_decimals_matches_parsing_and_formatting_each(values: list[str]) -> None:
+    joined = SEPARATOR.join(values)
+    fast = _render_plain(joined, POINT)
+    assert fast is not None
+    assert fast.fields == _render_exact(values, POINT).fields
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(allow_nan=False, allow_infinity=False).filter(lambda value: value != 0))
+def test_digits_read_off_repr_match_rs_long_double_scaling(value: float) -> None:
+    kpower, nsig, widens = _scientific_long_double(abs(value))
+    assert format_r_double(value) == _layout(value, kpower, nsig, widens)
+
+
+def test_a_comma_decimal_column_is_written_with_points() -> None:
+    assert render_values(SEPARATOR.join(["1.234,5", "7,25"]), COMMA).fields == ["1234.5", "7.25"]
