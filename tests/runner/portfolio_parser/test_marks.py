@@ -7,6 +7,7 @@ import pytest
 from runner.tasks.portfolio_parser.column import Column
 from runner.tasks.portfolio_parser.errors import PortfolioFileError
 from runner.tasks.portfolio_parser.marks import Marks, MarkTally
+from tests.runner.portfolio_parser.conftest import ParseText
 
 
 def guess(*blocks: list[str]) -> Marks:
@@ -67,3 +68,22 @@ def test_a_tally_merged_from_two_parts_equals_one_over_the_whole() -> None:
     whole = MarkTally()
     whole.feed(Column(["1.000", "", "2,5", "3'000"]))
     assert first.decide() == whole.decide()
+
+
+def test_a_european_file_is_read_with_its_decimal_comma(parse_text: ParseText) -> None:
+    content = "isin;market_value;currency\nGB0007980591;1.234,50;EUR\nGB0002634946;7,25;EUR\n"
+    assert parse_text(content).rows() == ['"GB0007980591",1234.5,"EUR"', '"GB0002634946",7.25,"EUR"']
+
+
+def test_thousands_written_with_a_point_are_thousands(parse_text: ParseText) -> None:
+    assert parse_text("isin;market_value;currency\nGB0007980591;1.000;EUR\n").rows() == ['"GB0007980591",1000,"EUR"']
+
+
+def test_a_missing_value_makes_a_decimal_comma_a_grouping_mark_as_in_r(parse_text: ParseText) -> None:
+    content = "isin;market_value;currency\nGB0007980591;1234,5;EUR\nGB0002634946;;EUR\n"
+    assert parse_text(content).rows() == ['"GB0007980591",12345,"EUR"', '"GB0002634946",,"EUR"']
+
+
+def test_currency_symbols_around_numbers_are_dropped(parse_text: ParseText) -> None:
+    content = 'isin,market_value,currency\nGB0007980591,"$1,234.50",USD\nGB0002634946,€ 99.5,EUR\n'
+    assert parse_text(content).rows() == ['"GB0007980591",1234.5,"USD"', '"GB0002634946",99.5,"EUR"']

@@ -1,0 +1,163 @@
+"""Row warnings PACTA never gives (its issues #185, #187): they change no output, they explain it.
+
+ISINs are checked as PACTA's unused `is_valid_isin` would (upper-cased, blanks removed, two letters,
+nine letters or digits, a Luhn check digit over the letters as 10..35) and currencies against ISO
+4217. Missing values are not warned about: PACTA passes them through as NA. At most
+`MAX_LISTED_PER_RULE` warnings per rule are listed, the lowest lines first; `counts` has them all.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from bisect import bisect_left, bisect_right
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from runner.tasks.portfolio_parser.column import SEPARATOR
+from runner.tasks.portfolio_parser.currencies import ISO_4217_CODES
+
+MAX_LISTED_PER_RULE = 100
+# Distinct ISINs remembered as checked; past this the memory is dropped (bounded memory).
+MAX_REMEMBERED = 200_000
+INVALID_ISIN = "invalid_isin"
+UNKNOWN_CURRENCY = "unknown_currency"
+UNPARSEABLE_MARKET_VALUE = "unparseable_market_value"
+NEGATIVE_MARKET_VALUE = "negative_market_value"
+DECIMAL_MARK = "decimal_mark"
+
+_ISIN_SHAPE = re.compile(r"[A-Z]{2}[A-Z0-9]{9}[0-9]")
+_ISIN_SHAPES = re.compile(f"(?:[A-Z]{{2}}[A-Z0-9]{{9}}[0-9]{SEPARATOR})*")
+_LETTERS_AS_NUMBERS = str.maketrans({chr(ord("A") + offset): str(10 + offset) for offset in range(26)})
+_DIGIT_VALUE = bytes.maketrans(b"0123456789", bytes(range(10)))
+# A doubled digit's digit sum: 2*5 = 10 -> 1, 2*9 = 18 -> 9.
+_DOUBLED_DIGIT_VALUE = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
+# A Luhn sum (at most 22 digits of at most 9: below 256) to the check digit that completes it.
+_CHECK_DIGIT = bytes(ord("0") + (-total % 10) for total in range(256))
+
+
+def isin_problem(value: str) -> str | None:
+    """What is wrong with `value` as an ISIN, in words; None when it is a valid ISIN."""
+    return isin_problems([value]).get(value)
+
+
+def isin_problems(values: Iterable[str]) -> dict[str, str]:
+    """The invalid ones among distinct non-empty `values`, each with what is wrong with it."""
+    originals = list(values)
+    normalized = SEPARATOR.join(originals).upper()
+    if " " in normalized or "\t" in normalized:  # R removes blanks anywhere before checking
+        normalized = normalized.replace(" ", "").replace("\t", "")
+    isins = normalized.split(SEPARATOR)
+    if _ISIN_SHAPES.fullmatch(normalized + SEPARATOR):  # the usual case: all shaped like ISINs
+        shaped = list(range(len(isins)))
+    else:
+        shaped = [index for index, isin in enumerate(isins) if _ISIN_SHAPE.fullmatch(isin)]
+    problems = dict.fromkeys(originals, "is not an ISIN (two letters, nine letters or digits, then a check digit)")
+    shaped_isins = [isins[index] for index in shaped]
+    expected = luhn_check_digits([isin[:-1] for isin in shaped_isins])
+    actual = "".join(isin[-1] for isin in shaped_isins).encode()
+    for index in shaped:
+        problems.pop(originals[index])
+    if expected != actual:
+        for index, want, have in zip(shaped, expected, actual, strict=True):
+            if want != have:
+                problems[originals[index]] = (
+                    f"has check digit {chr(have)}, but its first 11 characters give {chr(want)}"
+                )
+    return problems
+
+
+def luhn_check_digits(payloads: list[str]) -> bytes:
+    """The ISIN check digit (ASCII) of each payload of 11 letters or digits, all at once.
+
+    Letters become numbers (A=10 .. Z=35) in one translate; the Luhn sum of each is then taken from
+    the right, every other digit doubled (as its digit sum), starting with the rightmost. Payloads
+    of one length are reversed together into one byte string, and a multiplication of big
+    integers adds up each payload's digits in one byte lane (sums stay below 256, so no carry)."""
+    expanded = SEPARATOR.join(payloads).translate(_LETTERS_AS_NUMBERS).split(SEPARATOR) if payloads else []
+    lengths = list(map(len, expanded))
+    order = sorted(range(len(expanded)), key=lengths.__getitem__)
+    ordered_lengths = [lengths[index] for index in order]
+    digits = bytearray(len(expanded))
+    for length in set(lengths):
+        indices = order[bisect_left(ordered_lengths, length) : bisect_right(ordered_lengths, length)]
+        width = length + (length & 1)  # even, so every payload's first digit falls on an even byte
+        block = "".join("0" * (width - length) + expanded[index] for index in indices).encode()[::-1]
+        values = bytearray(block.translate(_DIGIT_VALUE))
+        values[0::2] = block[0::2].translate(_DOUBLED_DIGIT_VALUE)
+        lanes = int.from_bytes(values, "little") * int.from_bytes(b"\x01" * width, "little")
+        sums = lanes.to_bytes(len(values) + width, "little")[width - 1 :: width][: len(indices)]
+        for index, digit in zip(indices, sums.translate(_CHECK_DIGIT)[::-1], strict=True):
+            digits[index] = digit
+    return bytes(digits)
+
+
+class WarningLog:
+    """Per-row warnings of one file."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self._kept: dict[str, list[tuple[int, int, dict[str, object]]]] = {}
+        self._found = 0  # warnings kept so far, to list equal lines in the order found
+
+    def add(self, line: int, column: str, rule: str, message: str) -> None:
+        self.counts[rule] += 1
+        self._keep(rule, {"line": line, "column": column, "rule": rule, "message": message})
+
+    def merge(self, other: WarningLog) -> None:
+        """Take in the warnings another process found (in another part of the file)."""
+        self.counts.update(other.counts)
+        for rule, kept in other._kept.items():
+            for _, _, warning in sorted(kept, key=lambda item: item[1]):
+                self._keep(rule, warning)
+
+    def _keep(self, rule: str, warning: dict[str, object]) -> None:
+        kept = self._kept.setdefault(rule, [])
+        line = int(warning["line"])  # type: ignore[call-overload]
+        self._found += 1
+        item = (-line, self._found, warning)
+        if len(kept) < MAX_LISTED_PER_RULE:
+            heapq.heappush(kept, item)
+        elif line < -kept[0][0]:  # a lower line than the highest kept one
+            heapq.heapreplace(kept, item)
+
+    def listed(self) -> list[dict[str, object]]:
+        """The kept warnings by line, then by rule (whichever process found them, and when)."""
+        items = [item for kept in self._kept.values() for item in kept]
+        return [warning for _, _, warning in sorted(items, key=lambda item: (-item[0], item[2]["rule"], item[1]))]
+
+
+class RowChecks:
+    """Checks ISINs and currencies block by block, remembering the ISINs already checked."""
+
+    def __init__(self, log: WarningLog) -> None:
+        self._log = log
+        self._valid_isins: set[str] = set()
+        self._isin_problems: dict[str, str] = {}
+
+    def check(self, lines: Sequence[int], isins: Sequence[str], currencies: Sequence[str]) -> None:
+        """One block's rows; a missing value is the empty string."""
+        self._check_isins(lines, isins)
+        unknown = {code for code in set(currencies) - ISO_4217_CODES if code and code.upper() not in ISO_4217_CODES}
+        if unknown:
+            for line, code in zip(lines, currencies, strict=True):
+                if code in unknown:
+                    self._log.add(line, "currency", UNKNOWN_CURRENCY, f"currency {code!r} is not an ISO 4217 code")
+
+    def _check_isins(self, lines: Sequence[int], isins: Sequence[str]) -> None:
+        unchecked = set(isins) - self._valid_isins
+        unchecked.discard("")
+        if not unchecked:
+            return
+        problems = {isin: self._isin_problems[isin] for isin in unchecked & self._isin_problems.keys()}
+        fresh = isin_problems(unchecked - problems.keys())
+        if len(self._isin_problems) < MAX_REMEMBERED:
+            self._isin_problems.update(fresh)
+        problems |= fresh
+        if len(self._valid_isins) > MAX_REMEMBERED:
+            self._valid_isins.clear()
+        self._valid_isins |= unchecked - problems.keys()
+        if problems:
+            for line, isin in zip(lines, isins, strict=True):
+                if isin in problems:
+                    self._log.add(line, "isin", INVALID_ISIN, f"ISIN {isin!r} {problems[isin]}")

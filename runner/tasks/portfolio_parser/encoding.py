@@ -1,0 +1,56 @@
+"""PACTA's encoding guess (`guess_file_encoding`), with valid UTF-8 read as UTF-8.
+
+R looks at raw bytes, in order: all ASCII -> ascii; any of 0x84 0x81 0x94 -> cp850; 0xE4 ->
+ISO-8859-1; 0xF8 -> cp1252; else ICU's detector (`stri_enc_detect`). That misreads UTF-8: `Ä` is
+C3 84 and `—` is E2 80 94, so such files come out as cp850 mojibake. Here a file that decodes as
+UTF-8 is UTF-8; the byte rules apply to the others. ICU's detector cannot be had without ICU; for
+the single-byte Western text that reaches it, it answers ISO-8859-1, or windows-1252 when bytes
+0x80-0x9F occur, and windows-1252 decodes both the same way; bytes windows-1252 leaves undefined
+are read as ISO-8859-1 reads them instead of failing.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+
+_LATIN1_FALLBACK = "portfolio-parser-latin1"
+
+
+@dataclass(frozen=True)
+class ByteFacts:
+    """What the encoding guess needs to know about a file's bytes."""
+
+    is_ascii: bool
+    is_utf8: bool
+    has_cp850_bytes: bool  # 0x84, 0x81 or 0x94: ä ü ö in cp850
+    has_latin1_a_umlaut: bool  # 0xE4
+    has_cp1252_o_slash: bool  # 0xF8
+
+
+def choose_encoding(facts: ByteFacts) -> str:
+    """The Python codec to read the file with."""
+    if facts.is_ascii:
+        return "ascii"
+    if facts.is_utf8:
+        return "utf-8-sig"  # readr drops a byte order mark too
+    if facts.has_cp850_bytes:
+        return "cp850"
+    if facts.has_latin1_a_umlaut:
+        return "latin-1"
+    return "cp1252"  # R's 0xF8 rule, and what stands in for ICU's detector
+
+
+def decode_errors(encoding: str) -> str:
+    """The `errors` argument to decode with: only windows-1252 has undefined bytes."""
+    return _LATIN1_FALLBACK if encoding == "cp1252" else "strict"
+
+
+def _as_latin1(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    undefined = error.object[error.start : error.end]
+    return bytes(undefined).decode("latin-1"), error.end
+
+
+codecs.register_error(_LATIN1_FALLBACK, _as_latin1)

@@ -1,0 +1,165 @@
+"""`read_portfolio`: PACTA's `read_portfolio_csv` for one file, in two streaming passes.
+
+Pass 1 (sniff) reads the bytes: MD5, NUL bytes, encoding, delimiter. Pass 2 (records) reads the
+records: the first decides the columns (header), every row is trimmed, checked, tallied for the
+decimal mark guess and stored by group. The marks are decided once the whole column is seen; the
+values are parsed with them only when each group is written (export).
+
+A large file whose lines are records (no quoted line breaks) is split at a line start near its
+middle: a forked process reads the second part while this one reads the first, and the tallies,
+warnings and stored rows of the second part are then added to those of the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+
+from runner.tasks.portfolio_parser.checks import RowChecks, WarningLog
+from runner.tasks.portfolio_parser.column import clean_column
+from runner.tasks.portfolio_parser.delimiter import DelimiterBreak
+from runner.tasks.portfolio_parser.encoding import choose_encoding
+from runner.tasks.portfolio_parser.errors import PortfolioFileError, Rule
+from runner.tasks.portfolio_parser.groups import GroupStore, SpilledStore
+from runner.tasks.portfolio_parser.header import CURRENCY, ISIN, MARKET_VALUE, ColumnMap, map_columns
+from runner.tasks.portfolio_parser.marks import Marks, MarkTally
+from runner.tasks.portfolio_parser.parallel import fork_call
+from runner.tasks.portfolio_parser.records import RecordReader, RowBlock
+from runner.tasks.portfolio_parser.sniff import FileFacts
+
+BINARY_CHECK_BYTES = 2048  # R's has_binary_null reads this many
+# Below this a second process costs about what it saves (a fork, a pickled tally, a spill file).
+SPLIT_MIN_BYTES = 4 << 20
+
+
+@dataclass
+class ParsedPortfolio:
+    """A file PACTA would import: its rows by group, the marks to read values with, warnings."""
+
+    group_cols: list[str]
+    input_entries: int
+    groups: GroupStore
+    marks: Marks
+    warnings: WarningLog
+
+
+@dataclass
+class _Part:
+    """What one process read of its part of the file."""
+
+    entries: int
+    tally: MarkTally
+    log: WarningLog
+
+
+@dataclass
+class _SpilledPart(_Part):
+    store: SpilledStore
+
+
+def read_portfolio(path: Path, facts: FileFacts, work_dir: Path) -> ParsedPortfolio:
+    """Read `path` (already sniffed into `facts`); PortfolioFileError names the rule it breaks.
+
+    The caller closes `groups` once written; on error it is closed here."""
+    _check_bytes(facts)
+    encoding = choose_encoding(facts.bytes)
+    store = GroupStore(work_dir)
+    try:
+        with RecordReader(path, encoding, facts) as records:
+            first = records.first_record()
+            if first is None:
+                raise PortfolioFileError(Rule.NO_LINES, "the file has only blank lines")
+            line, cells = first
+            if len(cells) < 3 and facts.delimiter_break is not None:  # refused anyway; say why so few
+                raise PortfolioFileError(Rule.COLUMN_COUNT, _delimiter_detail(len(cells), facts.delimiter_break))
+            columns = map_columns([cell.strip() for cell in cells])
+            wanted = [columns.index[name] for name in (ISIN, MARKET_VALUE, CURRENCY, *columns.group_cols)]
+            split = _split_point(facts, records)
+            later = fork_call(_read_rest, path, encoding, facts, columns, wanted, split, work_dir) if split else None
+            try:
+                blocks: Iterator[RowBlock] = records.blocks(columns.width, wanted)
+                if not columns.has_header:
+                    blocks = chain([RowBlock([line], [[cells[index]] for index in wanted])], blocks)
+                part = _read_blocks(blocks, store)
+                if later is not None:
+                    rest = later.result()
+                    part.entries += rest.entries
+                    part.tally.merge(rest.tally)
+                    part.log.merge(rest.log)
+                    store.adopt(rest.store)
+            finally:
+                if later is not None:
+                    later.cancel()
+        if part.entries == 0:
+            raise PortfolioFileError(
+                Rule.NO_HOLDINGS, "the file has a header row but no holdings (no line after it has any data)"
+            )
+        return ParsedPortfolio(columns.group_cols, part.entries, store, part.tally.decide(), part.log)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _check_bytes(facts: FileFacts) -> None:
+    if facts.size == 0:
+        raise PortfolioFileError(Rule.EMPTY, "the file is empty")
+    if facts.nul_offset is not None:
+        early = facts.nul_offset < BINARY_CHECK_BYTES
+        where = "" if early else " (PACTA looks at the first 2,048 bytes only, and crashes)"
+        raise PortfolioFileError(
+            Rule.BINARY, f"the file has a NUL byte at byte {facts.nul_offset + 1}, so it is not a text file{where}"
+        )
+    if facts.nonblank_lines == 0:
+        raise PortfolioFileError(Rule.NO_LINES, "the file has only blank lines")
+
+
+def _delimiter_detail(width: int, broken: DelimiterBreak) -> str:
+    shown = "tab" if broken.delimiter == "\t" else repr(broken.delimiter)
+    return (
+        f"the file has {width} column(s): PACTA splits lines at the first of , ; tab | : that every "
+        f"non-blank line has equally often, and {shown} is on line {broken.line} {broken.count} time(s) "
+        f"but {broken.expected} time(s) on the lines before; every line needs the same number of fields"
+    )
+
+
+def _split_point(facts: FileFacts, records: RecordReader) -> tuple[int, int] | None:
+    """A line start near the middle, past what `records` has read, where the file can be cut into
+    two parts; `records` then stops there. None for small files and ones with quoted line breaks."""
+    if facts.size < SPLIT_MIN_BYTES or (facts.has_quotes and not facts.quotes_within_lines):
+        return None
+    candidates = [point for point in facts.checkpoints if point[0] < facts.size]
+    if not candidates:
+        return None
+    middle = min(candidates, key=lambda point: abs(point[0] - facts.size // 2))
+    return middle if records.stop_at(middle[0]) else None
+
+
+def _read_rest(
+    path: Path,
+    encoding: str,
+    facts: FileFacts,
+    columns: ColumnMap,
+    wanted: list[int],
+    start: tuple[int, int],
+    work_dir: Path,
+) -> _SpilledPart:
+    """In the forked process: read from `start` to the end; leave the rows in a spill file."""
+    store = GroupStore(work_dir, named=True)
+    with RecordReader(path, encoding, facts, start=start) as records:
+        part = _read_blocks(records.blocks(columns.width, wanted), store)
+    return _SpilledPart(part.entries, part.tally, part.log, store.spill_all())
+
+
+def _read_blocks(blocks: Iterator[RowBlock], store: GroupStore) -> _Part:
+    """Trim, check, tally and store every block."""
+    part = _Part(0, MarkTally(), WarningLog())
+    checks = RowChecks(part.log)
+    for block in blocks:
+        isins, values, currencies, *names = (clean_column(column) for column in block.columns)
+        part.tally.feed(values)
+        checks.check(block.lines, isins.values, currencies.values)
+        store.add(block.lines, names, isins, values, currencies)
+        part.entries += len(block.lines)
+    return part
