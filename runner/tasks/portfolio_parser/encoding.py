@@ -4,8 +4,8 @@ R looks at raw bytes, in order: all ASCII -> ascii; any of 0x84 0x81 0x94 -> cp8
 ISO-8859-1; 0xF8 -> cp1252; else ICU's detector (`stri_enc_detect`). That misreads UTF-8: `Ä` is
 C3 84 and `—` is E2 80 94, so such files come out as cp850 mojibake. Here a file that decodes as
 UTF-8 is UTF-8; the byte rules apply to the others. ICU's detector cannot be had without ICU; for
-the single-byte Western text that reaches it, it answers ISO-8859-1, or windows-1252 when bytes
-0x80-0x9F occur, and windows-1252 decodes both the same way; bytes windows-1252 leaves undefined
+the single-byte Western text that reaches it, it usually answers ISO-8859-1 (windows-1252 when bytes
+0x80-0x9F occur), and windows-1252 decodes both the same way; bytes windows-1252 leaves undefined
 are read as ISO-8859-1 reads them instead of failing.
 """
 
