@@ -23,9 +23,7 @@ def build_job_spec(request: RunRequest, callback_token: str, settings: AppSettin
         RunnerEnv.CALLBACK_TOKEN.value: callback_token,
         RunnerEnv.EVENTS_QUEUE.value: settings.runner_events_queue,
         RunnerEnv.OUTPUT_PREFIX.value: runs_prefix(settings, request.run_id),
-        # Locally the runner reaches Azurite with its well-known development key; in Azure (aca)
-        # the runner uses its managed identity and account URLs instead.
-        RunnerEnv.STORAGE_CONNECTION_STRING.value: settings.runner_connection,
+        **storage_env(settings),
     }
     if request.task_type is not TaskType.PARSE_PORTFOLIO:
         env.update(analysis_env(request.task_type, settings))
@@ -39,6 +37,23 @@ def build_job_spec(request: RunRequest, callback_token: str, settings: AppSettin
         memory=settings.runner_memory,
         deadline_seconds=request.policy.deadline_seconds,
     )
+
+
+def storage_env(settings: AppSettings) -> dict[str, str]:
+    """How the runner reaches Storage: in Azure its managed identity and the account URLs (no key
+    travels); locally Azurite's connection string with its well-known development key."""
+    if not settings.runner_uses_managed_identity:
+        return {RunnerEnv.STORAGE_CONNECTION_STRING.value: settings.runner_connection}
+    # Filled from AzureWebJobsStorage at start-up when not set (AppSettings._runner_account_urls).
+    assert settings.runner_blob_account_url and settings.runner_queue_account_url
+    env = {
+        RunnerEnv.BLOB_ACCOUNT_URL.value: settings.runner_blob_account_url,
+        RunnerEnv.QUEUE_ACCOUNT_URL.value: settings.runner_queue_account_url,
+    }
+    if settings.runner_client_id:
+        # azure-identity reads AZURE_CLIENT_ID; PACTA's runner read MANAGED_IDENTITY_CLIENT_ID as well.
+        env |= {"AZURE_CLIENT_ID": settings.runner_client_id, "MANAGED_IDENTITY_CLIENT_ID": settings.runner_client_id}
+    return env
 
 
 def analysis_env(task_type: TaskType, settings: AppSettings) -> dict[str, str]:

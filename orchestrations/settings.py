@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Self, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from orchestrations.contracts import (
@@ -26,12 +29,21 @@ from orchestrations.contracts import (
 from orchestrations.errors import ConfigurationError
 
 _CONTAINER_NAME = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
+_CLIENT_ID = r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"
+_MEMORY = r"^\d+(\.\d+)?(Mi|Gi)$"
 
 
 class BackendName(StrEnum):
     ACA = "aca"
     DOCKER = "docker"
     PROCESS = "process"
+
+
+class RunnerStorageAuth(StrEnum):
+    """How the runner reaches Storage: Azurite's connection string locally, its managed identity in Azure."""
+
+    CONNECTION_STRING = "connection_string"
+    MANAGED_IDENTITY = "managed_identity"
 
 
 class UploadTriggerSource(StrEnum):
@@ -44,7 +56,8 @@ class UploadTriggerSource(StrEnum):
 class AppSettings(BaseSettings):
     """Settings of the Functions app (and the in-process host that runs it locally)."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # No populate_by_name: only the documented setting names are read from the environment.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
     storage_connection: str = Field(
         validation_alias="AzureWebJobsStorage",
@@ -111,6 +124,31 @@ class AppSettings(BaseSettings):
         default=None,
         validation_alias="RUNNER_STORAGE_CONNECTION",
         description="Connection string the runner uses locally; defaults to AzureWebJobsStorage.",
+    )
+    runner_storage_auth: RunnerStorageAuth | None = Field(
+        default=None,
+        validation_alias="RUNNER_STORAGE_AUTH",
+        description="connection_string or managed_identity; unset: managed_identity with the aca backend, "
+        "else connection_string.",
+    )
+    runner_blob_account_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        validation_alias="RUNNER_BLOB_ACCOUNT_URL",
+        description="managed_identity: the blob endpoint the runner uses; unset: AzureWebJobsStorage's.",
+    )
+    runner_queue_account_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        validation_alias="RUNNER_QUEUE_ACCOUNT_URL",
+        description="managed_identity: the queue endpoint the runner uses; unset: AzureWebJobsStorage's.",
+    )
+    runner_client_id: str | None = Field(
+        default=None,
+        pattern=_CLIENT_ID,
+        validation_alias="RUNNER_CLIENT_ID",
+        description="managed_identity: client id of the runner's user-assigned identity (its AZURE_CLIENT_ID); "
+        "unset: the job's system-assigned identity.",
     )
     run_deadline_seconds: int = Field(
         default=3600, gt=0, le=MAX_DEADLINE_SECONDS, validation_alias="RUN_DEADLINE_SECONDS"
@@ -216,7 +254,10 @@ class AppSettings(BaseSettings):
             raise ValueError('must be a JSON list of non-empty strings, e.g. ["Rscript", "--vanilla", "run.R"]')
         return command
 
-    @field_validator("runner_backend", "functions_environment", "docker_data_dir", mode="before")
+    @field_validator(
+        "runner_backend", "functions_environment", "docker_data_dir", "runner_storage_auth",
+        "runner_blob_account_url", "runner_queue_account_url", "runner_client_id", mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -228,6 +269,38 @@ class AppSettings(BaseSettings):
     @property
     def runner_connection(self) -> str:
         return self.runner_storage_connection or self.storage_connection
+
+    @property
+    def runs_on_aca(self) -> bool:
+        """Whether runs start on Container Apps (the backend `select_backend_name` picks, without probing)."""
+        if self.runner_backend is not None:
+            return self.runner_backend is BackendName.ACA
+        return not self.is_emulator
+
+    @property
+    def runner_uses_managed_identity(self) -> bool:
+        if self.runner_storage_auth is not None:
+            return self.runner_storage_auth is RunnerStorageAuth.MANAGED_IDENTITY
+        return self.runs_on_aca
+
+    @model_validator(mode="after")
+    def _runner_account_urls(self) -> Self:
+        """Fill the runner's account URLs from AzureWebJobsStorage's endpoints when they are not set."""
+        if not self.runner_uses_managed_identity or (self.runner_blob_account_url and self.runner_queue_account_url):
+            return self
+        try:
+            blob_url = BlobServiceClient.from_connection_string(self.storage_connection).url
+            queue_url = QueueServiceClient.from_connection_string(self.storage_connection).url
+        except ValueError:
+            raise ValueError(
+                "RUNNER_BLOB_ACCOUNT_URL and RUNNER_QUEUE_ACCOUNT_URL: not set, and AzureWebJobsStorage is not a "
+                "connection string to take them from; set both (https://<account>.blob.core.windows.net/ and "
+                "https://<account>.queue.core.windows.net/)"
+            ) from None
+        # The model is frozen: fill in place, once, before anyone reads it.
+        object.__setattr__(self, "runner_blob_account_url", self.runner_blob_account_url or blob_url)
+        object.__setattr__(self, "runner_queue_account_url", self.runner_queue_account_url or queue_url)
+        return self
 
     def task_command(self, task_type: TaskType) -> list[str]:
         """The command a create_* task runs (not parse_portfolio: the runner parses itself)."""
@@ -260,13 +333,98 @@ class AppSettings(BaseSettings):
         )
 
 
+class AcaSettings(BaseSettings):
+    """The `aca` backend's settings: which Container Apps job to start, how, and as whom.
+
+    Read only when runs start on Container Apps. The job's own definition (image, command, resources,
+    volume mounts, secrets, probes) is the base; the `ACA_*` overrides below replace parts of it.
+    """
+
+    # No populate_by_name: field names such as `image` must never be read from the environment.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    subscription_id: str = Field(
+        validation_alias="ACA_SUBSCRIPTION_ID", pattern=_CLIENT_ID, description="Subscription of the job."
+    )
+    resource_group: str = Field(
+        validation_alias="ACA_RESOURCE_GROUP",
+        pattern=r"^[-\w.()]{0,89}[-\w()]$",
+        description="Resource group of the job.",
+    )
+    job_name: str = Field(
+        validation_alias="ACA_JOB_NAME",
+        pattern=r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$",
+        description="The Container Apps job (manual trigger) each run starts an execution of.",
+    )
+    container_name: str | None = Field(
+        default=None,
+        validation_alias="ACA_CONTAINER_NAME",
+        description="The job's container that runs the runner; unset: its first container.",
+    )
+    image: str | None = Field(
+        default=None, validation_alias="ACA_IMAGE", description="Overrides the job's image (e.g. a new tag)."
+    )
+    command: list[str] | None = Field(
+        default=None, validation_alias="ACA_COMMAND", description="Overrides the job's command, a JSON list."
+    )
+    args: list[str] | None = Field(
+        default=None, validation_alias="ACA_ARGS", description="Overrides the job's args, a JSON list."
+    )
+    cpu: float | None = Field(default=None, gt=0, validation_alias="ACA_CPU", description="Overrides the CPUs.")
+    memory: str | None = Field(
+        default=None, pattern=_MEMORY, validation_alias="ACA_MEMORY", description="Overrides the memory (`2Gi`)."
+    )
+    managed_identity_client_id: str | None = Field(
+        default=None,
+        pattern=_CLIENT_ID,
+        validation_alias="ACA_MANAGED_IDENTITY_CLIENT_ID",
+        description="Client id of the Function App's user-assigned identity for Resource Manager; "
+        "unset: DefaultAzureCredential (the system-assigned identity in Azure, your login locally).",
+    )
+    arm_endpoint: str = Field(
+        default="https://management.azure.com",
+        pattern=r"^https://",
+        validation_alias="ACA_ARM_ENDPOINT",
+        description="Azure Resource Manager's endpoint (another cloud's, or a test server's).",
+    )
+    arm_retries: int = Field(
+        default=4,
+        ge=0,
+        le=10,
+        validation_alias="ACA_ARM_RETRIES",
+        description="Retries of a throttled (429) or failed (5xx) Resource Manager call, honouring Retry-After.",
+    )
+
+    @field_validator(
+        "container_name", "image", "command", "args", "cpu", "memory", "managed_identity_client_id", mode="before"
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("command", "args")
+    @classmethod
+    def _parts_are_not_empty(cls, parts: list[str] | None) -> list[str] | None:
+        if parts is not None and not all(parts):
+            raise ValueError('must be a JSON list of non-empty strings, e.g. ["python", "-m", "runner"]')
+        return parts
+
+
+SettingsModel = TypeVar("SettingsModel", bound=BaseSettings)
+
+
 def load_settings() -> AppSettings:
     """Read and validate the app settings, or fail naming each bad setting."""
+    return load(AppSettings)
+
+
+def load(model: type[SettingsModel]) -> SettingsModel:
+    """Read and validate one settings model from the environment, or fail naming each bad setting."""
     try:
-        return AppSettings()
+        return model()
     except SettingsError as exc:  # a list setting that is not JSON never reaches validation
         field = re.search(r'field "([^"]+)"', str(exc))
-        setting = AppSettings.model_fields[field.group(1)].validation_alias if field else "a setting"
+        setting = model.model_fields[field.group(1)].validation_alias if field else "a setting"
         raise ConfigurationError(
             "invalid_settings",
             f"The app settings are invalid: {setting} is not JSON; write a list such as "

@@ -514,7 +514,7 @@ def test_engine_available_is_false_for_a_bogus_docker_host(monkeypatch, bogus):
 
 
 def settings_for(**values: object) -> AppSettings:
-    return AppSettings(storage_connection="UseDevelopmentStorage=true", **values)  # type: ignore[arg-type]
+    return AppSettings.model_validate({"AzureWebJobsStorage": "UseDevelopmentStorage=true", **values})
 
 
 def test_runner_backend_docker_without_an_engine_fails_at_start_up_naming_docker_host(monkeypatch):
@@ -522,7 +522,7 @@ def test_runner_backend_docker_without_an_engine_fails_at_start_up_naming_docker
     monkeypatch.setenv("DOCKER_HOST", bogus)
 
     with pytest.raises(ConfigurationError) as raised:
-        create_backend(settings_for(runner_backend="docker"))
+        create_backend(settings_for(RUNNER_BACKEND="docker"))
 
     message = raised.value.message
     assert "RUNNER_BACKEND=docker" in message
@@ -535,13 +535,13 @@ def test_a_docker_data_dir_that_is_not_a_directory_fails_at_start_up_naming_the_
     missing = tmp_path / "no-such-data"
 
     with pytest.raises(ConfigurationError) as raised:
-        create_docker_backend(settings_for(runner_backend="docker", docker_data_dir=str(missing)))
+        create_docker_backend(settings_for(RUNNER_BACKEND="docker", DOCKER_DATA_DIR=str(missing)))
 
     assert f"DOCKER_DATA_DIR={missing}" in raised.value.message
 
 
 def test_runner_backend_docker_with_an_engine_builds_the_docker_backend(docker_client):
-    backend = create_backend(settings_for(runner_backend="docker", docker_network="host", docker_keep_finished=3))
+    backend = create_backend(settings_for(RUNNER_BACKEND="docker", DOCKER_NETWORK="host", DOCKER_KEEP_FINISHED=3))
 
     assert isinstance(backend, JobBackend)
     assert backend.name == "docker"

@@ -1,0 +1,368 @@
+"""The `aca` job backend: each run is an execution of a pre-created Azure Container Apps job.
+
+Like PACTA's `aztask`, one job (manual trigger) serves every run; `start` reads the job's own template,
+puts the run's environment into its container (keeping the job's secret references and everything the
+start template cannot carry: volume mounts, probes), applies the `ACA_*` overrides and calls Jobs - Start.
+Status is Job Execution - Get, stop is Jobs - Stop Execution. Container Apps keeps no logs to hand back,
+so `logs` says where they are.
+
+`start` is idempotent per run: before starting, it looks for an execution whose environment carries the
+run id (the activity may be retried after ARM accepted a start whose answer was lost) and returns it.
+
+Throttling (429) and server errors (5xx) are retried by azure-core's retry policy, which honours
+`Retry-After`; ARM never retries a failed POST by itself, so a start that failed with a 5xx is retried
+by the activity's retry policy, safely, through the lookup above.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+from azure.mgmt.appcontainers import ContainerAppsAPIClient
+from azure.mgmt.appcontainers.models import (
+    BaseContainer,
+    ContainerResources,
+    EnvironmentVar,
+    Job,
+    JobExecution,
+    JobExecutionContainer,
+    JobExecutionTemplate,
+)
+
+from orchestrations.contracts import ExecutionRef, JobSpec, JobState, JobStatus, RunnerEnv
+from orchestrations.errors import BackendError, ExecutionNotFoundError
+from orchestrations.settings import AcaSettings, AppSettings, load
+
+logger = logging.getLogger(__name__)
+
+BACKEND_NAME = "aca"
+# The job definition changes rarely (a new image tag); re-read it now and then rather than per run.
+JOB_DEFINITION_TTL_SECONDS = 300.0
+# How often the SDK polls a long-running start or stop when ARM sends no Retry-After.
+POLLING_INTERVAL_SECONDS = 2.0
+
+# Job Execution states (JobExecutionRunningState): in progress, or ended and how.
+RUNNING_STATES = frozenset({"Running", "Processing", "Unknown"})
+SUCCEEDED_STATES = frozenset({"Succeeded"})
+
+# The ARM actions each operation needs, named in a 403 so a person knows which role is missing.
+ACTIONS = {
+    "read the job": "Microsoft.App/jobs/read",
+    "start an execution": "Microsoft.App/jobs/start/action",
+    "read executions": "Microsoft.App/jobs/executions/read",
+    "stop an execution": "Microsoft.App/jobs/stop/action",
+}
+
+Result = TypeVar("Result")
+
+
+def create_backend(settings: AppSettings) -> AcaJobBackend:
+    """The factory `RUNNER_BACKEND=aca` loads: the `ACA_*` settings, a credential and the ARM client."""
+    aca = load(AcaSettings)
+    if not settings.runner_uses_managed_identity:
+        logger.warning(
+            "RUNNER_STORAGE_AUTH=connection_string with the aca backend: the connection string travels in the "
+            "job's plain environment, readable by anyone who may read the job's executions."
+        )
+    credential, identity = _credential(aca)
+    client = ContainerAppsAPIClient(
+        credential,
+        aca.subscription_id,
+        base_url=aca.arm_endpoint,
+        polling_interval=POLLING_INTERVAL_SECONDS,
+        retry_total=aca.arm_retries,
+    )
+    return AcaJobBackend(client, aca, identity=identity)
+
+
+def _credential(aca: AcaSettings) -> tuple[TokenCredential, str]:
+    """The Function App's identity for ARM, and how to name it in messages."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if aca.managed_identity_client_id:
+        return (
+            ManagedIdentityCredential(client_id=aca.managed_identity_client_id),
+            f"the managed identity with client id {aca.managed_identity_client_id} (ACA_MANAGED_IDENTITY_CLIENT_ID)",
+        )
+    return DefaultAzureCredential(), "the Function App's identity (DefaultAzureCredential)"
+
+
+class AcaJobBackend:
+    """Starts, watches and stops executions of one Container Apps job through Azure Resource Manager."""
+
+    name = BACKEND_NAME
+
+    def __init__(
+        self,
+        client: ContainerAppsAPIClient,
+        settings: AcaSettings,
+        *,
+        identity: str = "the Function App's identity",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._identity = identity
+        self._clock = clock
+        self._job_lock = threading.Lock()
+        self._job: Job | None = None
+        self._job_read_at = 0.0
+
+    @property
+    def _where(self) -> str:
+        aca = self._settings
+        return (
+            f"Container Apps job {aca.job_name} (resource group {aca.resource_group}, "
+            f"subscription {aca.subscription_id})"
+        )
+
+    def start(self, spec: JobSpec) -> ExecutionRef:
+        existing = self._find_execution(spec.run_id)
+        if existing is not None:
+            logger.info("Run %s already has execution %s: not starting another", spec.run_id, existing)
+            return ExecutionRef(backend=self.name, name=existing)
+        template = execution_template(self._job_definition(), spec, self._settings)
+        aca = self._settings
+        started = self._call(
+            "start an execution",
+            lambda: self._client.jobs.begin_start(aca.resource_group, aca.job_name, template=template).result(),
+        )
+        if not started.name:
+            raise BackendError("aca_start_failed", f"{self._where} accepted the start but named no execution.")
+        return ExecutionRef(backend=self.name, name=started.name)
+
+    def status(self, ref: ExecutionRef) -> JobStatus:
+        return job_status(self._execution(ref), self._runner_container_name())
+
+    def stop(self, ref: ExecutionRef) -> JobStatus:
+        current = self.status(ref)
+        if current.has_ended:
+            return current
+        aca = self._settings
+        self._call(
+            "stop an execution",
+            lambda: self._client.jobs.begin_stop_execution(aca.resource_group, aca.job_name, ref.name).result(),
+        )
+        stopped = self.status(ref)
+        if stopped.has_ended:
+            return stopped
+        # ARM accepted the stop; the replica is still terminating. The run is over either way.
+        return JobStatus(state=JobState.FAILED, detail="Stopped: the stop was accepted; the replica is terminating")
+
+    def logs(self, ref: ExecutionRef) -> str:
+        return (
+            f"Container Apps keeps no output to fetch for execution {ref.name}: the runner's own log is the blob "
+            f"`runner.log` beside the run's outputs, and the console output is in the Log Analytics workspace of "
+            f"the job's environment, table ContainerAppConsoleLogs_CL, where ContainerGroupName_s starts with "
+            f"'{ref.name}'."
+        )
+
+    # --- ARM calls ---
+
+    def _job_definition(self) -> Job:
+        with self._job_lock:
+            now = self._clock()
+            if self._job is None or now - self._job_read_at > JOB_DEFINITION_TTL_SECONDS:
+                aca = self._settings
+                self._job = self._call("read the job", lambda: self._client.jobs.get(aca.resource_group, aca.job_name))
+                self._job_read_at = now
+            return self._job
+
+    def _runner_container_name(self) -> str | None:
+        return self._settings.container_name or (
+            self._job.properties.template.containers[0].name
+            if self._job and self._job.properties and self._job.properties.template
+            and self._job.properties.template.containers
+            else None
+        )
+
+    def _execution(self, ref: ExecutionRef) -> JobExecution:
+        aca = self._settings
+        try:
+            return self._call(
+                "read executions",
+                lambda: self._client.job_execution(aca.resource_group, aca.job_name, ref.name),
+                not_found=ResourceNotFoundError,
+            )
+        except ResourceNotFoundError:
+            raise ExecutionNotFoundError(str(ref), where=self._where) from None
+
+    def _find_execution(self, run_id: str) -> str | None:
+        """The execution already started for this run, found by the run id in its environment."""
+        aca = self._settings
+        executions: Iterable[JobExecution] = self._call(
+            "read executions", lambda: list(self._client.jobs_executions.list(aca.resource_group, aca.job_name))
+        )
+        for execution in executions:
+            if run_id_of(execution) == run_id:
+                return execution.name
+        return None
+
+    def _call(
+        self, what: str, call: Callable[[], Result], *, not_found: type[Exception] | None = None
+    ) -> Result:
+        """Run one ARM call, turning its failures into errors that say what to do."""
+        try:
+            return call()
+        except ClientAuthenticationError as exc:
+            if exc.status_code in (401, 403):
+                raise self._forbidden(what, exc) from None
+            raise BackendError(
+                "aca_credential_unavailable",
+                f"Could not get a token for Azure Resource Manager as {self._identity} to {what}: "
+                f"{_first_line(exc.message)}",
+            ) from None
+        except ResourceNotFoundError:
+            if not_found is not None:
+                raise
+            raise BackendError(
+                "aca_job_not_found",
+                f"No {self._where}: Resource Manager answered 404 to {what}. Check ACA_SUBSCRIPTION_ID, "
+                "ACA_RESOURCE_GROUP and ACA_JOB_NAME.",
+            ) from None
+        except HttpResponseError as exc:
+            if exc.status_code == 403:
+                raise self._forbidden(what, exc) from None
+            raise BackendError(
+                "aca_request_failed",
+                f"Resource Manager could not {what} for {self._where}: {_arm_error(exc)}"
+                + (f" (after {self._settings.arm_retries} retries)" if _retried(exc) else ""),
+            ) from None
+        except ServiceRequestError as exc:
+            raise BackendError(
+                "aca_unreachable",
+                f"Resource Manager at {self._settings.arm_endpoint} could not be reached to {what}: {exc.message}",
+            ) from None
+
+    def _forbidden(self, what: str, exc: HttpResponseError) -> BackendError:
+        return BackendError(
+            "aca_forbidden",
+            f"{self._identity[0].upper()}{self._identity[1:]} may not {what} on {self._where}: it needs "
+            f"`{ACTIONS[what]}` (the built-in role Container Apps Jobs Operator has the start, stop and read "
+            f"actions). Resource Manager said: {_arm_error(exc)}",
+        )
+
+
+def execution_template(job: Job, spec: JobSpec, settings: AcaSettings) -> JobExecutionTemplate:
+    """The start template: the job's containers as defined, the runner's with the run's env and the overrides.
+
+    The template replaces the job's container list for this execution, so every container goes in; env
+    entries of the job that the run does not set (secret references among them) are kept.
+    """
+    template = job.properties.template if job.properties else None
+    containers = list(template.containers or []) if template else []
+    if not containers:
+        raise BackendError("aca_job_invalid", f"The Container Apps job {settings.job_name} defines no container.")
+    runner_name = settings.container_name or containers[0].name
+    if runner_name not in {container.name for container in containers}:
+        names = ", ".join(str(container.name) for container in containers)
+        raise BackendError(
+            "aca_job_invalid",
+            f"ACA_CONTAINER_NAME={runner_name}: the job {settings.job_name} has no such container (it has {names}).",
+        )
+    return JobExecutionTemplate(
+        containers=[
+            _runner_container(container, spec, settings) if container.name == runner_name else _as_is(container)
+            for container in containers
+        ],
+        init_containers=[_as_is(container) for container in (template.init_containers or [])] if template else None,
+    )
+
+
+def _runner_container(container: BaseContainer, spec: JobSpec, settings: AcaSettings) -> JobExecutionContainer:
+    kept = [variable for variable in container.env or [] if variable.name not in spec.env]
+    resources = container.resources
+    return JobExecutionContainer(
+        name=container.name,
+        image=settings.image or container.image,
+        command=settings.command if settings.command is not None else container.command,
+        args=settings.args if settings.args is not None else container.args,
+        env=kept + [EnvironmentVar(name=name, value=value) for name, value in spec.env.items()],
+        resources=ContainerResources(
+            cpu=settings.cpu or (resources.cpu if resources else None),
+            memory=settings.memory or (resources.memory if resources else None),
+        ),
+    )
+
+
+def _as_is(container: BaseContainer) -> JobExecutionContainer:
+    resources = container.resources
+    return JobExecutionContainer(
+        name=container.name,
+        image=container.image,
+        command=container.command,
+        args=container.args,
+        env=list(container.env or []),
+        resources=ContainerResources(cpu=resources.cpu, memory=resources.memory) if resources else None,
+    )
+
+
+def run_id_of(execution: JobExecution) -> str | None:
+    """The run id an execution was started for, from its template's environment."""
+    properties = execution.properties
+    template = properties.template if properties else None
+    for container in (template.containers or []) if template else []:
+        for variable in container.env or []:
+            if variable.name == RunnerEnv.RUN_ID.value:
+                return variable.value
+    return None
+
+
+def job_status(execution: JobExecution, container_name: str | None) -> JobStatus:
+    """Job Execution - Get, in the protocol's terms: running, succeeded, or failed with ARM's detail."""
+    properties = execution.properties
+    status = properties.status if properties else None
+    # The SDK gives a JobExecutionRunningState, or the plain string for a state it does not know.
+    state = str(getattr(status, "value", status) or "Unknown")
+    if state in RUNNING_STATES:
+        return JobStatus(state=JobState.RUNNING, detail=state)
+    exit_code, container_detail = _container_outcome(execution, container_name)
+    detail = "; ".join(
+        part for part in (state, properties.reason if properties else None,
+                          properties.message if properties else None, container_detail) if part
+    )
+    if state in SUCCEEDED_STATES:
+        return JobStatus(state=JobState.SUCCEEDED, exit_code=exit_code if exit_code is not None else 0, detail=detail)
+    return JobStatus(state=JobState.FAILED, exit_code=exit_code, detail=detail)
+
+
+def _container_outcome(execution: JobExecution, container_name: str | None) -> tuple[int | None, str | None]:
+    """The runner container's exit code and status from the execution's detailed status, when ARM gives it."""
+    properties = execution.properties
+    detailed = properties.detailed_status if properties else None
+    for replica in (detailed.replicas or []) if detailed else []:
+        for container in replica.containers or []:
+            if container_name is None or container.name == container_name:
+                detail = " ".join(part for part in (container.status, container.additional_information) if part)
+                return container.code, detail or None
+    return None, None
+
+
+def _arm_error(exc: HttpResponseError) -> str:
+    error: Any = exc.error
+    code = getattr(error, "code", None)
+    message = getattr(error, "message", None) or _first_line(exc.message)
+    return f"{exc.status_code} {code}: {message}" if code else f"{exc.status_code}: {message}"
+
+
+def _retried(exc: HttpResponseError) -> bool:
+    """Whether azure-core retried this answer (throttling, or a server error on a retryable method)."""
+    status = exc.status_code or 0
+    request = getattr(exc.response, "request", None)
+    method = getattr(request, "method", "")
+    return status == 429 or (status >= 500 and method not in ("POST", "PATCH"))
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else "no reason given"
