@@ -2,6 +2,8 @@
 
 Azurite comes from npm, pinned, installed under `.local/azurite` by `scripts/bootstrap.sh`.
 `--skipApiVersionCheck` is required: current Azure SDKs send an API version Azurite 3.35 rejects.
+With `tls` it serves HTTPS (`--cert/--key`), and with `oauth` it also accepts bearer tokens
+(`--oauth basic`: issuer, audience and lifetime are checked, the signature is not; HTTPS only).
 """
 
 from __future__ import annotations
@@ -31,16 +33,30 @@ class AzuriteEndpoints:
     blob_port: int
     queue_port: int
     table_port: int
+    scheme: str = "http"  # "https" when Azurite is started with `tls`
+
+    @property
+    def blob_url(self) -> str:
+        """The blob account URL, as a credential-based client (managed identity) takes it."""
+        return self._account_url(self.blob_port)
+
+    @property
+    def queue_url(self) -> str:
+        return self._account_url(self.queue_port)
+
+    @property
+    def table_url(self) -> str:
+        return self._account_url(self.table_port)
 
     @property
     def connection_string(self) -> str:
-        base = f"http://{self.host}"
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
-            f"BlobEndpoint={base}:{self.blob_port}/{ACCOUNT_NAME};"
-            f"QueueEndpoint={base}:{self.queue_port}/{ACCOUNT_NAME};"
-            f"TableEndpoint={base}:{self.table_port}/{ACCOUNT_NAME};"
+            f"DefaultEndpointsProtocol={self.scheme};AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
+            f"BlobEndpoint={self.blob_url};QueueEndpoint={self.queue_url};TableEndpoint={self.table_url};"
         )
+
+    def _account_url(self, port: int) -> str:
+        return f"{self.scheme}://{self.host}:{port}/{ACCOUNT_NAME}"
 
     def answers(self) -> bool:
         return all(_port_open(self.host, port) for port in (self.blob_port, self.queue_port, self.table_port))
@@ -63,14 +79,33 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_azurite(endpoints: AzuriteEndpoints, *, log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start Azurite in memory on the given loopback ports and wait until all three answer."""
+def start_azurite(
+    endpoints: AzuriteEndpoints,
+    *,
+    log_path: Path | None = None,
+    tls: tuple[Path, Path] | None = None,
+    oauth: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start Azurite in memory on the given loopback ports and wait until all three answer.
+
+    `tls` is (certificate PEM, key PEM) and needs `endpoints.scheme == "https"`; `oauth` turns on
+    bearer tokens (`--oauth basic`), which Azurite only allows over HTTPS.
+    """
+    if (tls is not None) != (endpoints.scheme == "https"):
+        raise ValueError(f"tls is {'set' if tls else 'not set'} but the endpoints' scheme is {endpoints.scheme}")
+    if oauth and tls is None:
+        raise ValueError("Azurite accepts OAuth (bearer tokens) only over HTTPS: pass tls=(cert, key)")
     executable = find_azurite()
     if executable is None:
         raise FileNotFoundError(
             f"Azurite is not installed: run `scripts/bootstrap.sh` (npm install azurite@{AZURITE_VERSION}) "
             "or set AZURITE_BIN."
         )
+    options: list[str] = []
+    if tls is not None:
+        options += ["--cert", str(tls[0]), "--key", str(tls[1])]
+    if oauth:
+        options += ["--oauth", "basic"]
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
     process = subprocess.Popen(
         [
@@ -78,9 +113,11 @@ def start_azurite(endpoints: AzuriteEndpoints, *, log_path: Path | None = None) 
             "--blobHost", endpoints.host, "--blobPort", str(endpoints.blob_port),
             "--queueHost", endpoints.host, "--queuePort", str(endpoints.queue_port),
             "--tableHost", endpoints.host, "--tablePort", str(endpoints.table_port),
+            *options,
         ],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
     )
+    # A TCP connect is the readiness check: scheme-agnostic, and Azurite's TLS listener is the same socket.
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while not endpoints.answers():
         if process.poll() is not None:
