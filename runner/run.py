@@ -27,7 +27,7 @@ from runner.errors import (
 )
 from runner.logs import flush_logs, run_logging
 from runner.result import LOG_NAME, RESULT_NAME, build_result_document, render_result_document
-from runner.storage import BlobFile, RunStorage, UploadsFailedError, connect
+from runner.storage import BlobFile, RunStorage, StorageCredentialError, UploadsFailedError, connect
 from runner.tasks import get_task
 from runner.tasks.base import OutputFile, TaskInput, TaskOutcome
 from runner.workspace import Workspace
@@ -83,6 +83,11 @@ def _run_in_workspace(
         return EXIT_BAD_ENVIRONMENT
     try:
         storage.ensure_output_container()
+    except StorageCredentialError as error:  # no token: nothing can be read, written or reported
+        logger.error("cannot reach storage, so cannot report either: %s", error.message)
+        storage.close()
+        return error.exit_code
+    try:
         progress = _Progress()
         try:
             _run_task(environ, settings.run_id, storage, workspace, progress)

@@ -2,31 +2,34 @@
 
 `connect` is the one place that builds the storage clients: from the connection string (Azurite,
 locally) or from the account URLs with DefaultAzureCredential (managed identity, in Azure). The
-SDK's own retry policy covers transient failures; what is left becomes a RunnerError with a code.
+SDK's own retry policy covers transient failures; what is left becomes a RunnerError with a code,
+and a credential that gives no token a StorageCredentialError.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 # requests comes with azure-core (its default transport); only its pool size is ours.
 import requests
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceExistsError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueClient
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from orchestrations.contracts import RunnerEvent, blob_uri, parse_blob_uri
+from orchestrations.contracts import RunnerEnv, RunnerEvent, blob_uri, parse_blob_uri
 from runner.environment import OutputPrefix, RunnerSettings
-from runner.errors import RunnerError
+from runner.errors import EXIT_BAD_ENVIRONMENT, RunnerError
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +45,10 @@ CONNECTION_POOL_SIZE = UPLOAD_CONCURRENCY + DOWNLOAD_CONCURRENCY
 CONNECTION_TIMEOUT_SECONDS = 20
 READ_TIMEOUT_SECONDS = 60
 DATA_BLOCK_BYTES = 256 * 1024
+# azure-identity's variable for a user-assigned managed identity's client id.
+CLIENT_ID_VAR = "AZURE_CLIENT_ID"
+# Where Container Apps (like App Service) serves the identity's tokens; set by the platform.
+IDENTITY_ENDPOINT_VAR = "IDENTITY_ENDPOINT"
 
 
 @dataclass(frozen=True)
@@ -103,18 +110,71 @@ def connect(settings: RunnerSettings) -> StorageClients:
             # No encode policy: plain text, as host.json's `messageEncoding: none` expects.
             queue=QueueClient.from_connection_string(connection_string, settings.events_queue),
         )
-    # Imported here: only the managed identity path needs azure-identity.
-    from azure.identity import DefaultAzureCredential
-
     # The settings validator guarantees both URLs on this path.
     assert settings.blob_account_url is not None and settings.queue_account_url is not None
-    credential = DefaultAzureCredential()
+    credential = ManagedIdentity(os.environ.get(CLIENT_ID_VAR) or None)
     return StorageClients(
         blob_service=BlobServiceClient(
             settings.blob_account_url, credential=credential, transport=blob_transport()
         ),
         queue=QueueClient(settings.queue_account_url, settings.events_queue, credential=credential),
     )
+
+
+class StorageCredentialError(RunnerError):
+    """No credential gave a token for storage: the runner can neither work nor report."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("storage_credential_unavailable", message, exit_code=EXIT_BAD_ENVIRONMENT)
+
+
+class ManagedIdentity:
+    """DefaultAzureCredential whose failure to get a token becomes a StorageCredentialError.
+
+    DefaultAzureCredential reads AZURE_CLIENT_ID for the managed identity by itself; `client_id` is
+    passed explicitly all the same, so the identity the error names is the one that was asked for.
+    The error is not an AzureError on purpose: the storage SDK would retry a ClientAuthenticationError
+    raised in its pipeline and the runner would then report it as a failed download or upload.
+    """
+
+    def __init__(self, client_id: str | None) -> None:
+        # Imported here: only the managed identity path needs azure-identity.
+        from azure.identity import DefaultAzureCredential
+
+        self.client_id = client_id
+        options = {"managed_identity_client_id": client_id} if client_id else {}
+        self._credential = DefaultAzureCredential(**options)
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        try:
+            return self._credential.get_token(*scopes, **kwargs)
+        except ClientAuthenticationError as error:
+            identity = (
+                f"{CLIENT_ID_VAR}={self.client_id}"
+                if self.client_id
+                else f"system-assigned, {CLIENT_ID_VAR} not set"
+            )
+            raise StorageCredentialError(
+                f"Could not get a token for storage with the managed identity ({identity}): "
+                f"{_credential_reason(error)}. In Azure, assign a managed identity to the job (a user-assigned "
+                f"one's client id in {CLIENT_ID_VAR}) and give it data roles on the storage account; locally, set "
+                f"{RunnerEnv.STORAGE_CONNECTION_STRING} instead of the account URLs."
+            ) from error
+
+    def close(self) -> None:
+        self._credential.close()
+
+
+def _credential_reason(error: ClientAuthenticationError) -> str:
+    """azure-identity's reason in one line: the managed identity's own, without the help links."""
+    lines = [line.strip() for line in str(error.message or error).splitlines() if line.strip()]
+    prefix = "ManagedIdentityCredential:"
+    managed = [line.removeprefix(prefix).strip() for line in lines if line.startswith(prefix)]
+    reason = (managed or lines or [type(error).__name__])[0]
+    reason = reason.split(" Visit https://")[0].split(" To mitigate this issue")[0].rstrip(" .")
+    if not os.environ.get(IDENTITY_ENDPOINT_VAR):
+        reason += f" ({IDENTITY_ENDPOINT_VAR} is not set: Container Apps sets it only in a job with a managed identity)"
+    return reason
 
 
 class RunStorage:
