@@ -16,6 +16,8 @@ from docker.errors import ImageNotFound
 from local_runner.azurite import AzuriteEndpoints, find_azurite, free_port, start_azurite
 from local_runner.docker_backend import engine_address, engine_available
 
+pytest_plugins = ["tests.cloud.fixtures"]
+
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "portfolios"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
