@@ -6,16 +6,17 @@ start template cannot carry: volume mounts, probes), applies the `ACA_*` overrid
 Status is Job Execution - Get, stop is Jobs - Stop Execution. Container Apps keeps no logs to hand back,
 so `logs` says where they are.
 
-`start` is idempotent per run: before starting, it looks for an execution whose environment carries the
-run id (the activity may be retried after ARM accepted a start whose answer was lost) and returns it.
+`start` is idempotent per run: before each attempt it looks for an execution whose environment carries
+the run id (ARM may have created one whose answer was lost, or the activity may be a retry) and returns it.
 
-Throttling (429) and server errors (5xx) are retried by azure-core's retry policy, which honours
-`Retry-After`; ARM never retries a failed POST by itself, so a start that failed with a 5xx is retried
-by the activity's retry policy, safely, through the lookup above.
+Throttling (429) and server errors (5xx) are retried honouring `Retry-After`: by azure-core's retry
+policy for reads and stops, and for the start by the backend itself, because azure-core would repeat the
+POST blindly and could start a second execution for the run; the backend looks again first.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -51,6 +52,9 @@ BACKEND_NAME = "aca"
 JOB_DEFINITION_TTL_SECONDS = 300.0
 # How often the SDK polls a long-running start or stop when ARM sends no Retry-After.
 POLLING_INTERVAL_SECONDS = 2.0
+# A retried start waits what ARM asks, within reason (the activity itself has a timeout), else this.
+MAX_RETRY_AFTER_SECONDS = 60.0
+DEFAULT_RETRY_SECONDS = 2.0
 
 # Job Execution states (JobExecutionRunningState): in progress, or ended and how.
 RUNNING_STATES = frozenset({"Running", "Processing", "Unknown"})
@@ -110,11 +114,13 @@ class AcaJobBackend:
         *,
         identity: str = "the Function App's identity",
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._client = client
         self._settings = settings
         self._identity = identity
         self._clock = clock
+        self._sleep = sleep
         self._job_lock = threading.Lock()
         self._job: Job | None = None
         self._job_read_at = 0.0
@@ -134,10 +140,23 @@ class AcaJobBackend:
             return ExecutionRef(backend=self.name, name=existing)
         template = execution_template(self._job_definition(), spec, self._settings)
         aca = self._settings
-        started = self._call(
-            "start an execution",
-            lambda: self._client.jobs.begin_start(aca.resource_group, aca.job_name, template=template).result(),
-        )
+        for attempt in itertools.count():
+            try:
+                started = self._call(
+                    "start an execution",
+                    # retry_total=0: a repeated POST could start a second execution; retries look first (below).
+                    lambda: self._client.jobs.begin_start(
+                        aca.resource_group, aca.job_name, template=template, retry_total=0
+                    ).result(),
+                    transient=attempt < aca.arm_retries,
+                )
+                break
+            except TransientArmError as transient:
+                logger.warning("Starting run %s: %s; retrying in %.1f s", spec.run_id, transient, transient.wait)
+                self._sleep(transient.wait)
+                existing = self._find_execution(spec.run_id)
+                if existing is not None:
+                    return ExecutionRef(backend=self.name, name=existing)
         if not started.name:
             raise BackendError("aca_start_failed", f"{self._where} accepted the start but named no execution.")
         return ExecutionRef(backend=self.name, name=started.name)
@@ -210,9 +229,13 @@ class AcaJobBackend:
         return None
 
     def _call(
-        self, what: str, call: Callable[[], Result], *, not_found: type[Exception] | None = None
+        self, what: str, call: Callable[[], Result], *, not_found: type[Exception] | None = None,
+        transient: bool = False,
     ) -> Result:
-        """Run one ARM call, turning its failures into errors that say what to do."""
+        """Run one ARM call, turning its failures into errors that say what to do.
+
+        With `transient`, a 429 or 5xx raises `TransientArmError` for the caller to retry.
+        """
         try:
             return call()
         except ClientAuthenticationError as exc:
@@ -234,6 +257,8 @@ class AcaJobBackend:
         except HttpResponseError as exc:
             if exc.status_code == 403:
                 raise self._forbidden(what, exc) from None
+            if transient and _is_transient(exc):
+                raise TransientArmError(_arm_error(exc), _retry_after(exc)) from None
             raise BackendError(
                 "aca_request_failed",
                 f"Resource Manager could not {what} for {self._where}: {_arm_error(exc)}"
@@ -252,6 +277,14 @@ class AcaJobBackend:
             f"`{ACTIONS[what]}` (the built-in role Container Apps Jobs Operator has the start, stop and read "
             f"actions). Resource Manager said: {_arm_error(exc)}",
         )
+
+
+class TransientArmError(Exception):
+    """ARM answered 429 or 5xx: worth another try after `wait` seconds."""
+
+    def __init__(self, message: str, wait: float) -> None:
+        super().__init__(message)
+        self.wait = wait
 
 
 def execution_template(job: Job, spec: JobSpec, settings: AcaSettings) -> JobExecutionTemplate:
@@ -356,12 +389,24 @@ def _arm_error(exc: HttpResponseError) -> str:
     return f"{exc.status_code} {code}: {message}" if code else f"{exc.status_code}: {message}"
 
 
-def _retried(exc: HttpResponseError) -> bool:
-    """Whether azure-core retried this answer (throttling, or a server error on a retryable method)."""
+def _is_transient(exc: HttpResponseError) -> bool:
     status = exc.status_code or 0
-    request = getattr(exc.response, "request", None)
-    method = getattr(request, "method", "")
-    return status == 429 or (status >= 500 and method not in ("POST", "PATCH"))
+    return status == 429 or status >= 500
+
+
+def _retried(exc: HttpResponseError) -> bool:
+    """Whether azure-core retried this answer before giving up (it does for 429 and 5xx)."""
+    return _is_transient(exc)
+
+
+def _retry_after(exc: HttpResponseError) -> float:
+    """ARM's `Retry-After` in seconds (capped), or a short default when it sends none."""
+    headers = getattr(exc.response, "headers", None) or {}
+    header = headers.get("Retry-After")
+    try:
+        return min(max(float(header), 0.0), MAX_RETRY_AFTER_SECONDS) if header else DEFAULT_RETRY_SECONDS
+    except ValueError:  # an HTTP date: rare from ARM; wait the default
+        return DEFAULT_RETRY_SECONDS
 
 
 def _first_line(text: str | None) -> str:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from local_runner.azurite import AzuriteEndpoints, find_azurite, free_port, start_azurite
+from local_runner.process_backend import ProcessJobBackend
+from tests.cloud.arm import LoopbackArm
 from tests.cloud.identity import IdentityEndpoint
 from tests.cloud.tls import TestAuthority
-from tests.conftest import missing_service
+from tests.conftest import PROJECT_ROOT, missing_service
 
 
 @dataclass(frozen=True)
@@ -74,3 +78,85 @@ def trust_test_authority(test_authority: TestAuthority, monkeypatch: pytest.Monk
     """Make requests (and so the Azure SDKs) in this process trust the test CA, for this test."""
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(test_authority.bundle_path))
     return test_authority
+
+
+ARM_RESOURCE = "https://management.azure.com"
+# Client ids of the two user-assigned identities a deployment has: the Function App's and the runner's.
+APP_CLIENT_ID = "0a0a0a0a-0000-4000-8000-00000000a001"
+RUNNER_CLIENT_ID = "0b0b0b0b-0000-4000-8000-00000000b001"
+
+
+def runner_job_properties(job_name: str) -> dict[str, Any]:
+    """A job defined as the README asks: manual, replica timeout above the deadline, no platform retries;
+    its runner container keeps a secret reference and a plain variable of its own."""
+    return {
+        "configuration": {
+            "triggerType": "Manual",
+            "replicaTimeout": 1800,
+            "replicaRetryLimit": 0,
+            "manualTriggerConfig": {"parallelism": 1, "replicaCompletionCount": 1},
+            "secrets": [{"name": "pacta-api-key", "value": "not-for-the-run"}],
+        },
+        "template": {
+            "containers": [{
+                "name": job_name,
+                "image": "pacta-runner:local",
+                "env": [
+                    {"name": "PACTA_API_KEY", "secretRef": "pacta-api-key"},
+                    {"name": "LOG_LEVEL", "value": "INFO"},
+                ],
+                "resources": {"cpu": 1.0, "memory": "2Gi"},
+                "volumeMounts": [{"volumeName": "pacta-data", "mountPath": "/mnt/pacta-data"}],
+            }],
+            "volumes": [{"name": "pacta-data", "storageType": "AzureFile", "storageName": "pacta-data"}],
+        },
+    }
+
+
+@dataclass
+class ContainerAppsCloud:
+    """A loopback Container Apps job behind a loopback ARM, and the app settings that reach it."""
+
+    arm: LoopbackArm
+    identity: IdentityEndpoint
+
+    def app_settings(self, **extra: str) -> dict[str, str]:
+        """What the Function App is given in Azure to start runs on the job (plus what the platform injects)."""
+        return {
+            "RUNNER_BACKEND": "aca",
+            "ACA_SUBSCRIPTION_ID": self.arm.subscription_id,
+            "ACA_RESOURCE_GROUP": self.arm.resource_group,
+            "ACA_JOB_NAME": self.arm.job_name,
+            "ACA_ARM_ENDPOINT": self.arm.base_url,
+            "ACA_MANAGED_IDENTITY_CLIENT_ID": APP_CLIENT_ID,
+            "RUNNER_CLIENT_ID": RUNNER_CLIENT_ID,
+            **self.identity.env(),
+            **extra,
+        }
+
+    def run_ids(self) -> list[str]:
+        """The run id of every execution started, in order (one entry per execution)."""
+        return [execution.spec.env.get("RUNNER_RUN_ID", "") for execution in self.arm.executions.values()]
+
+
+@pytest.fixture
+def container_apps(
+    tmp_path: Path, test_authority: TestAuthority, identity_endpoint: IdentityEndpoint,
+    trust_test_authority: TestAuthority,
+) -> Iterator[ContainerAppsCloud]:
+    """A Container Apps job whose executions run as local processes, behind a loopback ARM that accepts
+    only the identity endpoint's tokens for Resource Manager; this process trusts its certificate."""
+    executor = ProcessJobBackend(tmp_path / "aca-executions", project_root=PROJECT_ROOT)
+    arm = LoopbackArm(
+        executor,
+        certfile=test_authority.cert_path,
+        keyfile=test_authority.key_path,
+        job_properties=runner_job_properties("pacta-runner"),
+        # What Container Apps gives a job with a managed identity; the CA stands in for the public roots.
+        platform_env={**identity_endpoint.env(), "REQUESTS_CA_BUNDLE": str(test_authority.bundle_path)},
+        token_validator=lambda token: identity_endpoint.token_is_valid(token, ARM_RESOURCE),
+    )
+    with arm:
+        yield ContainerAppsCloud(arm, identity_endpoint)
+        for execution in arm.executions.values():
+            executor.stop(execution.ref)
