@@ -16,7 +16,7 @@ import pytest
 from orchestrations import backends
 from orchestrations.aca_backend import AcaJobBackend
 from orchestrations.contracts import ExecutionRef, JobSpec, JobState, RunRequest, SourceBlob, TaskType
-from orchestrations.errors import BackendError, ExecutionNotFoundError
+from orchestrations.errors import BackendError, ConfigurationError, ExecutionNotFoundError
 from orchestrations.job_spec import build_job_spec
 from orchestrations.settings import AppSettings
 from tests.cloud.fixtures import APP_CLIENT_ID, RUNNER_CLIENT_ID, ContainerAppsCloud
@@ -39,7 +39,7 @@ def make_backend(
         settings_env = container_apps.app_settings(AzureWebJobsStorage="UseDevelopmentStorage=true", **extra)
         for name, value in settings_env.items():
             monkeypatch.setenv(name, value)
-        settings = AppSettings()  # type: ignore[call-arg]
+        settings = AppSettings()
         backend = backends.create_backend(settings)
         assert isinstance(backend, AcaJobBackend)
         return backend, settings
@@ -238,7 +238,7 @@ def test_stop_forbidden_names_the_stop_action(
     ref = backend.start(spec_for(settings))
     container_apps.arm.fail_next("stop", 403)
 
-    with pytest.raises(BackendError, match="Microsoft.App/jobs/stop/action"):
+    with pytest.raises(BackendError, match=r"Microsoft\.App/jobs/stop/action"):
         backend.stop(ref)
 
 
@@ -286,5 +286,5 @@ def test_missing_aca_settings_stop_the_start_up_naming_them(monkeypatch: pytest.
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     monkeypatch.setenv("RUNNER_BACKEND", "aca")
 
-    with pytest.raises(Exception, match="ACA_SUBSCRIPTION_ID.*ACA_RESOURCE_GROUP.*ACA_JOB_NAME"):
+    with pytest.raises(ConfigurationError, match=r"ACA_SUBSCRIPTION_ID.*ACA_RESOURCE_GROUP.*ACA_JOB_NAME"):
         backends.create_backend(AppSettings())  # type: ignore[call-arg]
