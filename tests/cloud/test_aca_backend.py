@@ -287,4 +287,4 @@ def test_missing_aca_settings_stop_the_start_up_naming_them(monkeypatch: pytest.
     monkeypatch.setenv("RUNNER_BACKEND", "aca")
 
     with pytest.raises(ConfigurationError, match=r"ACA_SUBSCRIPTION_ID.*ACA_RESOURCE_GROUP.*ACA_JOB_NAME"):
-        backends.create_backend(AppSettings())  # type: ignore[call-arg]
+        backends.create_backend(AppSettings())
