@@ -59,8 +59,9 @@ def start_job(payload: dict) -> dict:
     job = StartJobInput.from_payload(payload)
     spec = build_job_spec(job.request, job.callback_token, runtime.settings())
     backend = runtime.backend()
-    ref = backend.start(spec)
+    # Taken before the call: the job may finish before a slow start (ARM's polling) returns.
     started_at = _now()
+    ref = backend.start(spec)
     logger.info(
         "Run %s started as %s", job.request.run_id, ref, extra={"run_id": job.request.run_id, "execution_ref": str(ref)}
     )

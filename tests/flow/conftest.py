@@ -26,6 +26,7 @@ from orchestrations import runtime
 from orchestrations.contracts import RunRecord
 from orchestrations.intake import derive_run_id
 from orchestrations.run_store import RunNotFoundError, RunStore
+from tests.cloud.fixtures import ContainerAppsCloud
 from tests.conftest import PROJECT_ROOT, wait_for
 
 TERMINAL = {"succeeded", "failed", "timed_out", "cancelled", "rejected"}
@@ -39,6 +40,7 @@ class FlowEnv:
     env: dict[str, str]
     hosts: list[LocalHost] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
+    cloud: ContainerAppsCloud | None = None
 
     @property
     def backend(self) -> str:
@@ -78,6 +80,8 @@ class FlowEnv:
 
     def executions(self) -> list[str]:
         """The run ids the job backend started an execution for: one entry per execution."""
+        if self.cloud is not None:
+            return sorted(run_id for run_id in self.cloud.run_ids() if run_id in self.run_ids)
         if self.backend == "docker":
             client = docker.from_env()
             containers = client.containers.list(all=True, filters={"label": RUN_ID_LABEL})
@@ -94,7 +98,11 @@ class FlowEnv:
 
 @pytest.fixture(params=["process"])
 def backend(request: pytest.FixtureRequest) -> str:
-    """The job backend of a flow test; `parametrize("backend", [...], indirect=True)` to run others."""
+    """The job backend of a flow test; `parametrize("backend", [...], indirect=True)` to run others.
+
+    `aca` runs as in Azure: Storage over HTTPS with bearer tokens, the runner on its managed identity, its
+    executions started through a loopback Resource Manager (and run there as local processes).
+    """
     if request.param == "docker":
         request.getfixturevalue("runner_image")
     return str(request.param)
@@ -102,8 +110,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def flow_env(
-    azurite: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+    request: pytest.FixtureRequest, azurite: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    backend: str,
 ) -> Iterator[FlowEnv]:
+    cloud: ContainerAppsCloud | None = None
+    if backend == "aca":
+        azurite = request.getfixturevalue("azurite_oauth").connection_string
+        cloud = request.getfixturevalue("container_apps")
     env = {
         "AzureWebJobsStorage": azurite,
         "PYTHON_SCRIPT_FILE_NAME": "entry.py",
@@ -118,11 +131,12 @@ def flow_env(
         "STATUS_CHECK_INTERVAL_SECONDS": "2",
         "COMPLETION_GRACE_SECONDS": "2",
         "ACTIVITY_FIRST_RETRY_SECONDS": "1",
+        **(cloud.app_settings() if cloud is not None else {}),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     runtime.reset()
-    flow = FlowEnv(azurite, unique_name, tmp_path / "process-runs", env)
+    flow = FlowEnv(azurite, unique_name, tmp_path / "process-runs", env, cloud=cloud)
     yield flow
     for host in flow.hosts:
         host.stop()

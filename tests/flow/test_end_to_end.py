@@ -22,10 +22,10 @@ pytestmark = [pytest.mark.azurite, pytest.mark.slow]
 PACTA_SIMPLE_OUTPUT_MD5 = "0f51946d64ef6ee4daca1a6969317cba"
 
 
-BOTH_BACKENDS = pytest.mark.parametrize("backend", ["process", "docker"], indirect=True)
+ALL_BACKENDS = pytest.mark.parametrize("backend", ["process", "docker", "aca"], indirect=True)
 
 
-@BOTH_BACKENDS
+@ALL_BACKENDS
 def test_simple_portfolio_runs_to_success_with_one_recorded_output(
     flow_env: FlowEnv, start_host: Callable[..., LocalHost], fixtures_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
