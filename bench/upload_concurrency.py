@@ -12,6 +12,11 @@ and the ratio; it asserts nothing.
 Against Azurite on the same machine each upload costs CPU on both sides and no network time, so the
 ratio is bounded by the cores. A second round adds `--latency-ms` of waiting to every request (a
 transport that sleeps before sending, no CPU), standing in for the round trip to Azure Storage.
+
+So it also prints the CPU each upload costs, in ms, in this process (the client: all its threads,
+which share one core under the GIL) and in Azurite's node process (from /proc, Linux only), and
+the best speed-up that CPU allows: the sequential time over the longest of the client's CPU, the
+CPU of Azurite's main thread (its one event loop) and all of it spread over the cores.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -77,10 +83,71 @@ class DelayedTransport(HttpTransport):
         self._inner.__exit__(*args)
 
 
-def timed(upload: Callable[[], object]) -> float:
-    started = time.perf_counter()
+def process_cpu(pid: int, thread: int | None = None) -> float | None:
+    """Seconds of CPU (user + system) used by a process, or by one of its threads; None off Linux."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat")
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One upload of all the files: wall seconds, and CPU seconds of the client and of Azurite."""
+
+    wall: float
+    client_cpu: float
+    azurite_cpu: float | None
+    azurite_loop_cpu: float | None  # its main thread, where the JavaScript runs
+
+
+def timed(upload: Callable[[], object], azurite_pid: int) -> Timing:
+    def azurite_cpu(thread: int | None = None) -> Callable[[], float | None]:
+        before = process_cpu(azurite_pid, thread)
+
+        def used() -> float | None:
+            after = process_cpu(azurite_pid, thread)
+            return None if before is None or after is None else after - before
+
+        return used
+
+    azurite_all, azurite_loop = azurite_cpu(), azurite_cpu(thread=azurite_pid)
+    started, client_before = time.perf_counter(), time.process_time()
     upload()
-    return time.perf_counter() - started
+    wall, client_cpu = time.perf_counter() - started, time.process_time() - client_before
+    return Timing(wall, client_cpu, azurite_all(), azurite_loop())
+
+
+def median(timings: list[Timing]) -> Timing:
+    def of(values: list[float | None]) -> float | None:
+        known = [value for value in values if value is not None]
+        return statistics.median(known) if len(known) == len(values) else None
+
+    return Timing(
+        statistics.median(t.wall for t in timings),
+        statistics.median(t.client_cpu for t in timings),
+        of([t.azurite_cpu for t in timings]),
+        of([t.azurite_loop_cpu for t in timings]),
+    )
+
+
+def cpu_per_upload(timing: Timing, files: int) -> str:
+    """'client / Azurite' CPU milliseconds per upload."""
+    azurite = "?" if timing.azurite_cpu is None else f"{timing.azurite_cpu / files * 1000:.2f}"
+    return f"{timing.client_cpu / files * 1000:.2f} / {azurite}"
+
+
+def cpu_bound(sequential: Timing, concurrent: Timing) -> str:
+    """The best speed-up the concurrent upload's CPU allows on this machine's cores."""
+    if concurrent.azurite_cpu is None or concurrent.azurite_loop_cpu is None:
+        return "?"
+    cores = os.cpu_count() or 1
+    floor = max(
+        concurrent.client_cpu, concurrent.azurite_loop_cpu, (concurrent.client_cpu + concurrent.azurite_cpu) / cores
+    )
+    return f"{sequential.wall / floor:.1f}x"
 
 
 def main() -> None:
@@ -101,20 +168,29 @@ def main() -> None:
             print(f"{args.files} files of {args.size} bytes ({megabytes:.1f} MB) to a local Azurite, "
                   f"median of {args.repeat}, {os.cpu_count()} cores:")
             threads = f"upload_files ({UPLOAD_CONCURRENCY} threads)"
-            print(f"  {'':30} {'sequential loop':>16} {threads:>26} {'speed-up':>9}")
+            print(f"  {'':30} {'sequential loop':>16} {threads:>26} {'speed-up':>9} {'CPU bound':>10}")
             rounds = (("as it is", 0.0), (f"+ {args.latency_ms:g} ms per request", args.latency_ms))
             for label, latency in rounds:
-                one_by_one, concurrent = measure(endpoints.connection_string, paths, Path(work), args.repeat, latency)
-                print(f"  {label:30} {one_by_one:14.2f} s {concurrent:24.2f} s {one_by_one / concurrent:8.1f}x")
+                one_by_one, concurrent = measure(
+                    endpoints.connection_string, paths, Path(work), args.repeat, latency, azurite.pid
+                )
+                print(
+                    f"  {label:30} {one_by_one.wall:14.2f} s {concurrent.wall:24.2f} s "
+                    f"{one_by_one.wall / concurrent.wall:8.1f}x {cpu_bound(one_by_one, concurrent):>10}"
+                )
+                print(
+                    f"  {'  CPU ms/upload, client / Azurite':30} {cpu_per_upload(one_by_one, args.files):>16} "
+                    f"{cpu_per_upload(concurrent, args.files):>26}"
+                )
         finally:
             azurite.terminate()
             azurite.wait(timeout=10)
 
 
 def measure(
-    connection_string: str, paths: list[Path], root: Path, repeat: int, latency_ms: float
-) -> tuple[float, float]:
-    """Median seconds of the sequential loop and of upload_files over the same files."""
+    connection_string: str, paths: list[Path], root: Path, repeat: int, latency_ms: float, azurite_pid: int
+) -> tuple[Timing, Timing]:
+    """Median timings of the sequential loop and of upload_files over the same files."""
     transport: HttpTransport = blob_transport()
     if latency_ms:
         transport = DelayedTransport(transport, latency_ms / 1000)
@@ -141,10 +217,10 @@ def measure(
     one_by_one("warm-up-sequential", WARM_UP_FILES)
     concurrent_times, sequential_times = [], []
     for round_number in range(repeat):
-        concurrent_times.append(timed(partial(concurrently, f"concurrent-{round_number}")))
-        sequential_times.append(timed(partial(one_by_one, f"sequential-{round_number}")))
+        concurrent_times.append(timed(partial(concurrently, f"concurrent-{round_number}"), azurite_pid))
+        sequential_times.append(timed(partial(one_by_one, f"sequential-{round_number}"), azurite_pid))
     storage.close()
-    return statistics.median(sequential_times), statistics.median(concurrent_times)
+    return median(sequential_times), median(concurrent_times)
 
 
 if __name__ == "__main__":
