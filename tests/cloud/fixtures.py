@@ -17,7 +17,7 @@ import pytest
 
 from local_runner.azurite import AzuriteEndpoints, find_azurite, free_port, start_azurite
 from local_runner.process_backend import ProcessJobBackend
-from tests.cloud.arm import LoopbackArm
+from tests.cloud.arm import LoopbackArm, default_job_properties
 from tests.cloud.identity import IdentityEndpoint
 from tests.cloud.tls import TestAuthority
 from tests.conftest import PROJECT_ROOT, missing_service
@@ -87,30 +87,16 @@ RUNNER_CLIENT_ID = "0b0b0b0b-0000-4000-8000-00000000b001"
 
 
 def runner_job_properties(job_name: str) -> dict[str, Any]:
-    """A job defined as the README asks: manual, replica timeout above the deadline, no platform retries;
-    its runner container keeps a secret reference and a plain variable of its own."""
-    return {
-        "configuration": {
-            "triggerType": "Manual",
-            "replicaTimeout": 1800,
-            "replicaRetryLimit": 0,
-            "manualTriggerConfig": {"parallelism": 1, "replicaCompletionCount": 1},
-            "secrets": [{"name": "pacta-api-key", "value": "not-for-the-run"}],
-        },
-        "template": {
-            "containers": [{
-                "name": job_name,
-                "image": "pacta-runner:local",
-                "env": [
-                    {"name": "PACTA_API_KEY", "secretRef": "pacta-api-key"},
-                    {"name": "LOG_LEVEL", "value": "INFO"},
-                ],
-                "resources": {"cpu": 1.0, "memory": "2Gi"},
-                "volumeMounts": [{"volumeName": "pacta-data", "mountPath": "/mnt/pacta-data"}],
-            }],
-            "volumes": [{"name": "pacta-data", "storageType": "AzureFile", "storageName": "pacta-data"}],
-        },
-    }
+    """A job defined as the README asks (manual, replica timeout above the deadline, no platform retries)
+    whose runner container keeps a secret reference and a plain variable of its own, and no storage key."""
+    properties = default_job_properties(job_name)
+    properties["configuration"]["secrets"] = [{"name": "pacta-api-key", "value": "not-for-the-run"}]
+    (container,) = properties["template"]["containers"]
+    container["env"] = [
+        {"name": "PACTA_API_KEY", "secretRef": "pacta-api-key"},
+        {"name": "LOG_LEVEL", "value": "INFO"},
+    ]
+    return properties
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -109,11 +110,12 @@ def _queue_exists(queue: QueueClient) -> bool:
     return True
 
 
-@pytest.fixture
-def run_storage(azurite: str, unique_name: str) -> Iterator[StorageView]:
-    blob_service = BlobServiceClient.from_connection_string(azurite)
+@contextlib.contextmanager
+def storage_view(connection_string: str, unique_name: str) -> Iterator[StorageView]:
+    """A test's own containers and queue names on the Azurite behind `connection_string` (uploads created)."""
+    blob_service = BlobServiceClient.from_connection_string(connection_string)
     storage = StorageView(
-        connection_string=azurite,
+        connection_string=connection_string,
         blob_service=blob_service,
         uploads_container=f"{unique_name}-uploads",
         runs_container=f"{unique_name}-runs",
@@ -122,6 +124,12 @@ def run_storage(azurite: str, unique_name: str) -> Iterator[StorageView]:
     blob_service.create_container(storage.uploads_container)
     yield storage
     blob_service.close()
+
+
+@pytest.fixture
+def run_storage(azurite: str, unique_name: str) -> Iterator[StorageView]:
+    with storage_view(azurite, unique_name) as storage:
+        yield storage
 
 
 @dataclass

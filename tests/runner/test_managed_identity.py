@@ -26,7 +26,7 @@ from orchestrations.contracts import ResultDocument, RunnerEventStatus
 from tests.cloud.fixtures import OAuthAzurite
 from tests.cloud.identity import IdentityEndpoint, TokenRequest
 from tests.cloud.tls import TestAuthority
-from tests.runner.conftest import RunnerEnvironment, RunnerProcess, StorageView
+from tests.runner.conftest import RunnerEnvironment, RunnerProcess, StorageView, storage_view
 from tests.runner.test_runner_process import OUTPUT_SIMPLE_MD5
 
 STORAGE_RESOURCE = "https://storage.azure.com"
@@ -50,17 +50,8 @@ def run_storage(
     azurite_oauth: OAuthAzurite, trust_test_authority: TestAuthority, unique_name: str
 ) -> Iterator[StorageView]:
     """The runner tests' storage view, on the OAuth Azurite (the test itself uses the shared key)."""
-    blob_service = BlobServiceClient.from_connection_string(azurite_oauth.connection_string)
-    storage = StorageView(
-        connection_string=azurite_oauth.connection_string,
-        blob_service=blob_service,
-        uploads_container=f"{unique_name}-uploads",
-        runs_container=f"{unique_name}-runs",
-        events_queue=f"{unique_name}-events",
-    )
-    blob_service.create_container(storage.uploads_container)
-    yield storage
-    blob_service.close()
+    with storage_view(azurite_oauth.connection_string, unique_name) as storage:
+        yield storage
 
 
 @pytest.fixture
