@@ -42,7 +42,11 @@ class RunStore:
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str) -> RunStore:
-        service = TableServiceClient.from_connection_string(connection_string)
+        return cls.open(TableServiceClient.from_connection_string(connection_string), table_name)
+
+    @classmethod
+    def open(cls, service: TableServiceClient, table_name: str) -> RunStore:
+        """The store on `table_name` of `service`, creating the table the first time."""
         with contextlib.suppress(ResourceExistsError):
             service.create_table(table_name)
         return cls(service.get_table_client(table_name))

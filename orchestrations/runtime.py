@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 
+from azure.core.credentials import TokenCredential
+from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from orchestrations.backends import JobBackend, create_backend
@@ -23,7 +25,11 @@ def settings() -> AppSettings:
 @functools.cache
 def run_store() -> RunStore:
     current = settings()
-    return RunStore.from_connection_string(current.storage_connection, current.runs_table)
+    if current.storage_connection is not None:
+        return RunStore.from_connection_string(current.storage_connection, current.runs_table)
+    assert current.storage_table_uri is not None  # AppSettings requires one or the other
+    tables = TableServiceClient(current.storage_table_uri, credential=storage_credential())
+    return RunStore.open(tables, current.runs_table)
 
 
 @functools.cache
@@ -33,10 +39,23 @@ def backend() -> JobBackend:
 
 @functools.cache
 def blob_service() -> BlobServiceClient:
-    return BlobServiceClient.from_connection_string(settings().storage_connection)
+    current = settings()
+    if current.storage_connection is not None:
+        return BlobServiceClient.from_connection_string(current.storage_connection)
+    assert current.storage_blob_uri is not None
+    return BlobServiceClient(current.storage_blob_uri, credential=storage_credential())
+
+
+@functools.cache
+def storage_credential() -> TokenCredential:
+    """The app's identity for identity-based storage, as the Functions host picks it for AzureWebJobsStorage."""
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    client_id = settings().storage_client_id
+    return ManagedIdentityCredential(client_id=client_id) if client_id else DefaultAzureCredential()
 
 
 def reset() -> None:
     """Forget everything built so far (tests, or a host that reloads the app)."""
-    for cached in (settings, run_store, backend, blob_service):
+    for cached in (settings, run_store, backend, blob_service, storage_credential):
         cached.cache_clear()

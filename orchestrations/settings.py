@@ -7,6 +7,7 @@ in its `RunRequest`.
 
 from __future__ import annotations
 
+import functools
 import re
 from enum import StrEnum
 from typing import Self, TypeVar
@@ -59,10 +60,35 @@ class AppSettings(BaseSettings):
     # No populate_by_name: only the documented setting names are read from the environment.
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
-    storage_connection: str = Field(
+    storage_connection: str | None = Field(
+        default=None,
         validation_alias="AzureWebJobsStorage",
-        min_length=1,
-        description="Storage for uploads, run records, the events queue and (locally) the task hub.",
+        description="Storage for uploads, run records, the events queue and the task hub, as a connection "
+        "string (Azurite, locally); in Azure rather the identity-based AzureWebJobsStorage__* settings.",
+    )
+    # The Functions host's identity-based connection (`AzureWebJobsStorage__*`): the same names, read here too.
+    storage_account_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]{3,24}$",
+        validation_alias="AzureWebJobsStorage__accountName",
+        description="Identity-based storage: the account, whose blob, queue and table URIs follow from it.",
+    )
+    storage_blob_uri: str | None = Field(
+        default=None, pattern=r"^https?://", validation_alias="AzureWebJobsStorage__blobServiceUri",
+        description="Identity-based storage: the blob endpoint (instead of the account name).",
+    )
+    storage_queue_uri: str | None = Field(
+        default=None, pattern=r"^https?://", validation_alias="AzureWebJobsStorage__queueServiceUri",
+        description="Identity-based storage: the queue endpoint.",
+    )
+    storage_table_uri: str | None = Field(
+        default=None, pattern=r"^https?://", validation_alias="AzureWebJobsStorage__tableServiceUri",
+        description="Identity-based storage: the table endpoint.",
+    )
+    storage_client_id: str | None = Field(
+        default=None, pattern=_CLIENT_ID, validation_alias="AzureWebJobsStorage__clientId",
+        description="Identity-based storage: client id of the app's user-assigned identity; unset: "
+        "DefaultAzureCredential (the system-assigned identity).",
     )
     functions_environment: str | None = Field(
         default=None,
@@ -255,7 +281,8 @@ class AppSettings(BaseSettings):
         return command
 
     @field_validator(
-        "runner_backend", "functions_environment", "docker_data_dir", "runner_storage_auth",
+        "runner_backend", "functions_environment", "docker_data_dir", "runner_storage_auth", "storage_connection",
+        "storage_account_name", "storage_blob_uri", "storage_queue_uri", "storage_table_uri", "storage_client_id",
         "runner_blob_account_url", "runner_queue_account_url", "runner_client_id", mode="before",
     )
     @classmethod
@@ -268,7 +295,10 @@ class AppSettings(BaseSettings):
 
     @property
     def runner_connection(self) -> str:
-        return self.runner_storage_connection or self.storage_connection
+        """The runner's connection string on the connection_string path (validated at start-up)."""
+        connection = self.runner_storage_connection or self.storage_connection
+        assert connection is not None
+        return connection
 
     @property
     def runs_on_aca(self) -> bool:
@@ -284,9 +314,35 @@ class AppSettings(BaseSettings):
         return self.runs_on_aca
 
     @model_validator(mode="after")
-    def _runner_account_urls(self) -> Self:
-        """Fill the runner's account URLs from AzureWebJobsStorage's endpoints when they are not set."""
-        if not self.runner_uses_managed_identity or (self.runner_blob_account_url and self.runner_queue_account_url):
+    def _storage_is_reachable(self) -> Self:
+        """Either a connection string or identity-based endpoints, and the runner's way in filled from them."""
+        # The model is frozen: derived values are filled in place, once, before anyone reads it.
+        fill = functools.partial(object.__setattr__, self)
+        if self.storage_connection is None:
+            name = self.storage_account_name
+            for field, service in (("storage_blob_uri", "blob"), ("storage_queue_uri", "queue"),
+                                   ("storage_table_uri", "table")):
+                if getattr(self, field) is None and name:
+                    fill(field, f"https://{name}.{service}.core.windows.net/")
+            if not (self.storage_blob_uri and self.storage_queue_uri and self.storage_table_uri):
+                raise ValueError(
+                    "AzureWebJobsStorage: storage is not configured; set a connection string (Azurite, locally) or "
+                    "the identity-based AzureWebJobsStorage__accountName (or all three of AzureWebJobsStorage__"
+                    "blobServiceUri, __queueServiceUri and __tableServiceUri)"
+                )
+        if not self.runner_uses_managed_identity:
+            if self.runner_storage_connection is None and self.storage_connection is None:
+                raise ValueError(
+                    "RUNNER_STORAGE_CONNECTION: the runner needs a connection string (RUNNER_STORAGE_AUTH="
+                    "connection_string) and AzureWebJobsStorage is identity-based; set RUNNER_STORAGE_CONNECTION, "
+                    "or RUNNER_STORAGE_AUTH=managed_identity"
+                )
+            return self
+        if self.storage_connection is None:
+            fill("runner_blob_account_url", self.runner_blob_account_url or self.storage_blob_uri)
+            fill("runner_queue_account_url", self.runner_queue_account_url or self.storage_queue_uri)
+            return self
+        if self.runner_blob_account_url and self.runner_queue_account_url:
             return self
         try:
             blob_url = BlobServiceClient.from_connection_string(self.storage_connection).url
@@ -297,9 +353,8 @@ class AppSettings(BaseSettings):
                 "connection string to take them from; set both (https://<account>.blob.core.windows.net/ and "
                 "https://<account>.queue.core.windows.net/)"
             ) from None
-        # The model is frozen: fill in place, once, before anyone reads it.
-        object.__setattr__(self, "runner_blob_account_url", self.runner_blob_account_url or blob_url)
-        object.__setattr__(self, "runner_queue_account_url", self.runner_queue_account_url or queue_url)
+        fill("runner_blob_account_url", self.runner_blob_account_url or blob_url)
+        fill("runner_queue_account_url", self.runner_queue_account_url or queue_url)
         return self
 
     def task_command(self, task_type: TaskType) -> list[str]:
