@@ -16,7 +16,6 @@ POST blindly and could start a second execution for the run; the backend looks a
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -140,7 +139,8 @@ class AcaJobBackend:
             return ExecutionRef(backend=self.name, name=existing)
         template = execution_template(self._job_definition(), spec, self._settings)
         aca = self._settings
-        for attempt in itertools.count():
+        last_attempt = aca.arm_retries
+        for attempt in range(last_attempt + 1):
             try:
                 started = self._call(
                     "start an execution",
@@ -148,18 +148,19 @@ class AcaJobBackend:
                     lambda: self._client.jobs.begin_start(
                         aca.resource_group, aca.job_name, template=template, retry_total=0
                     ).result(),
-                    transient=attempt < aca.arm_retries,
+                    transient=attempt < last_attempt,
                 )
-                break
             except TransientArmError as transient:
                 logger.warning("Starting run %s: %s; retrying in %.1f s", spec.run_id, transient, transient.wait)
                 self._sleep(transient.wait)
                 existing = self._find_execution(spec.run_id)
                 if existing is not None:
                     return ExecutionRef(backend=self.name, name=existing)
-        if not started.name:
-            raise BackendError("aca_start_failed", f"{self._where} accepted the start but named no execution.")
-        return ExecutionRef(backend=self.name, name=started.name)
+                continue
+            if not started.name:
+                raise BackendError("aca_start_failed", f"{self._where} accepted the start but named no execution.")
+            return ExecutionRef(backend=self.name, name=started.name)
+        raise AssertionError("the last attempt raises BackendError rather than TransientArmError")
 
     def status(self, ref: ExecutionRef) -> JobStatus:
         return job_status(self._execution(ref), self._runner_container_name())
