@@ -181,11 +181,15 @@ class AcaJobBackend:
         return JobStatus(state=JobState.FAILED, detail="Stopped: the stop was accepted; the replica is terminating")
 
     def logs(self, ref: ExecutionRef) -> str:
+        try:
+            prefix = env_of(self._execution(ref)).get(RunnerEnv.OUTPUT_PREFIX.value)
+        except (ExecutionNotFoundError, BackendError):
+            prefix = None
+        runner_log = f"{prefix}runner.log" if prefix else "the blob `runner.log` beside the run's outputs"
         return (
-            f"Container Apps keeps no output to fetch for execution {ref.name}: the runner's own log is the blob "
-            f"`runner.log` beside the run's outputs, and the console output is in the Log Analytics workspace of "
-            f"the job's environment, table ContainerAppConsoleLogs_CL, where ContainerGroupName_s starts with "
-            f"'{ref.name}'."
+            f"Container Apps keeps no output to fetch for execution {ref.name}: the runner's own log is "
+            f"{runner_log}, and the console output is in the Log Analytics workspace of the job's environment, "
+            f"table ContainerAppConsoleLogs_CL, where ContainerGroupName_s starts with '{ref.name}'."
         )
 
     # --- ARM calls ---
@@ -344,13 +348,19 @@ def _as_is(container: BaseContainer) -> JobExecutionContainer:
 
 def run_id_of(execution: JobExecution) -> str | None:
     """The run id an execution was started for, from its template's environment."""
+    return env_of(execution).get(RunnerEnv.RUN_ID.value)
+
+
+def env_of(execution: JobExecution) -> dict[str, str]:
+    """The plain environment an execution was started with (secret references left out)."""
     properties = execution.properties
     template = properties.template if properties else None
-    for container in (template.containers or []) if template else []:
-        for variable in container.env or []:
-            if variable.name == RunnerEnv.RUN_ID.value:
-                return variable.value
-    return None
+    return {
+        variable.name: variable.value
+        for container in ((template.containers or []) if template else [])
+        for variable in container.env or []
+        if variable.name and variable.value is not None
+    }
 
 
 def job_status(execution: JobExecution, container_name: str | None) -> JobStatus:

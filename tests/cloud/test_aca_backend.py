@@ -273,11 +273,15 @@ def test_no_token_for_resource_manager_names_the_identity_setting(
 
 
 def test_logs_say_where_the_logs_are(make_backend: Callable[..., tuple[AcaJobBackend, AppSettings]]) -> None:
-    backend, _ = make_backend()
+    backend, settings = make_backend(ACA_COMMAND=exits_with(0))
+    ref = backend.start(spec_for(settings))
 
-    where = backend.logs(ExecutionRef(backend="aca", name="pacta-runner-abc12"))
+    where = backend.logs(ref)
+    where_unknown = backend.logs(ExecutionRef(backend="aca", name="pacta-runner-gone1"))
 
-    assert "runner.log" in where and "ContainerAppConsoleLogs_CL" in where and "pacta-runner-abc12" in where
+    assert "az://runs/run-aca-1/runner.log" in where
+    assert "ContainerAppConsoleLogs_CL" in where and ref.name in where
+    assert "runner.log" in where_unknown and "pacta-runner-gone1" in where_unknown
 
 
 def test_missing_aca_settings_stop_the_start_up_naming_them(monkeypatch: pytest.MonkeyPatch) -> None:
