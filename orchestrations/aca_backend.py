@@ -123,6 +123,7 @@ class AcaJobBackend:
         self._job_lock = threading.Lock()
         self._job: Job | None = None
         self._job_read_at = 0.0
+        self._warned: set[str] = set()
 
     @property
     def _where(self) -> str:
@@ -137,7 +138,9 @@ class AcaJobBackend:
         if existing is not None:
             logger.info("Run %s already has execution %s: not starting another", spec.run_id, existing)
             return ExecutionRef(backend=self.name, name=existing)
-        template = execution_template(self._job_definition(), spec, self._settings)
+        job = self._job_definition()
+        self._warn_once(definition_problems(job, spec.deadline_seconds))
+        template = execution_template(job, spec, self._settings)
         aca = self._settings
         last_attempt = aca.arm_retries
         for attempt in range(last_attempt + 1):
@@ -202,6 +205,12 @@ class AcaJobBackend:
                 self._job = self._call("read the job", lambda: self._client.jobs.get(aca.resource_group, aca.job_name))
                 self._job_read_at = now
             return self._job
+
+    def _warn_once(self, problems: Iterable[str]) -> None:
+        for problem in problems:
+            if problem not in self._warned:
+                self._warned.add(problem)
+                logger.warning("%s: %s", self._where, problem)
 
     def _runner_container_name(self) -> str | None:
         return self._settings.container_name or (
@@ -290,6 +299,31 @@ class TransientArmError(Exception):
     def __init__(self, message: str, wait: float) -> None:
         super().__init__(message)
         self.wait = wait
+
+
+def definition_problems(job: Job, deadline_seconds: int) -> list[str]:
+    """What in the job's definition works against the orchestration (README: "Running on Azure Container Apps").
+
+    None of these stops a start: Container Apps starts any job on request. They change what a run means.
+    """
+    configuration = job.properties.configuration if job.properties else None
+    if configuration is None:
+        return []
+    problems = []
+    trigger = str(getattr(configuration.trigger_type, "value", configuration.trigger_type))
+    if trigger != "Manual":
+        problems.append(f"its trigger type is {trigger}, not Manual: it also runs executions nobody asked for")
+    if configuration.replica_retry_limit:
+        problems.append(
+            f"its replica retry limit is {configuration.replica_retry_limit}, not 0: Container Apps would run a "
+            "failed task again behind the orchestration's back, with the same callback token"
+        )
+    if configuration.replica_timeout is not None and configuration.replica_timeout <= deadline_seconds:
+        problems.append(
+            f"its replica timeout ({configuration.replica_timeout} s) is not above the run deadline "
+            f"({deadline_seconds} s, RUN_DEADLINE_SECONDS): a long run is killed as Failed instead of timed_out"
+        )
+    return problems
 
 
 def execution_template(job: Job, spec: JobSpec, settings: AcaSettings) -> JobExecutionTemplate:

@@ -272,6 +272,11 @@ class LoopbackArm:
         return f"{self._resource_group_id}/providers/Microsoft.App/jobs/{self.job_name}"
 
     @property
+    def job_properties(self) -> dict[str, Any]:
+        """The job's definition on the wire (live: a test may redefine the job, as `az containerapp job update`)."""
+        return self._job
+
+    @property
     def requests(self) -> list[RecordedRequest]:
         """A snapshot of every request so far, in arrival order."""
         with self._lock:

@@ -292,3 +292,18 @@ def test_missing_aca_settings_stop_the_start_up_naming_them(monkeypatch: pytest.
 
     with pytest.raises(ConfigurationError, match=r"ACA_SUBSCRIPTION_ID.*ACA_RESOURCE_GROUP.*ACA_JOB_NAME"):
         backends.create_backend(AppSettings())
+
+
+def test_a_job_defined_against_the_orchestration_is_started_with_one_warning_per_problem(
+    container_apps: ContainerAppsCloud, make_backend: Callable[..., tuple[AcaJobBackend, AppSettings]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    container_apps.arm.job_properties["configuration"]["replicaRetryLimit"] = 1
+    backend, settings = make_backend(ACA_COMMAND=exits_with(0))
+
+    backend.start(spec_for(settings, "run-aca-1"))
+    backend.start(spec_for(settings, "run-aca-2"))
+
+    warnings = [record.getMessage() for record in caplog.records if "replica retry limit is 1" in record.getMessage()]
+    assert len(warnings) == 1 and "pacta-runner" in warnings[0]
+    assert container_apps.run_ids() == ["run-aca-1", "run-aca-2"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from azure.mgmt.appcontainers.models import Job, JobExecution
 
-from orchestrations.aca_backend import execution_template, job_status, run_id_of
+from orchestrations.aca_backend import definition_problems, execution_template, job_status, run_id_of
 from orchestrations.contracts import JobSpec, JobState, TaskType
 from orchestrations.errors import BackendError, ConfigurationError
 from orchestrations.job_spec import storage_env
@@ -264,3 +264,28 @@ def test_the_run_id_is_read_back_from_the_executions_env() -> None:
 
     assert run_id_of(started) == "run-7"
     assert run_id_of(execution("Running")) is None
+
+
+# --- the job's definition ---
+
+
+def configured_job(**configuration: Any) -> Job:
+    return Job({"name": "pacta-runner", "location": "westeurope", "properties": {
+        "configuration": {"triggerType": "Manual", "replicaTimeout": 7200, "replicaRetryLimit": 0, **configuration},
+        "template": {"containers": [RUNNER]},
+    }})
+
+
+def test_a_job_defined_as_the_readme_asks_has_no_problems() -> None:
+    assert definition_problems(configured_job(), deadline_seconds=3600) == []
+
+
+def test_each_definition_problem_is_named_with_its_consequence() -> None:
+    problems = definition_problems(
+        configured_job(triggerType="Schedule", replicaRetryLimit=2, replicaTimeout=1800), deadline_seconds=3600
+    )
+
+    assert len(problems) == 3
+    assert "Schedule, not Manual" in problems[0]
+    assert "replica retry limit is 2, not 0" in problems[1]
+    assert "1800 s" in problems[2] and "3600 s" in problems[2] and "RUN_DEADLINE_SECONDS" in problems[2]
