@@ -356,6 +356,7 @@ class DockerJobBackend:
                 "image_not_found",
                 f"Image {spec.image} is not on the docker engine {self._engine}: build it with `make images` "
                 "(or set RUNNER_IMAGE to an image the engine has).",
+                permanent=True,
             ) from None
         except APIError as exc:
             if exc.status_code == 409:

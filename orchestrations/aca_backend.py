@@ -1,8 +1,9 @@
 """The `aca` job backend: each run is an execution of a pre-created Azure Container Apps job.
 
 Like PACTA's `aztask`, one job (manual trigger) serves every run; `start` reads the job's own template,
-puts the run's environment into its container (keeping the job's secret references and everything the
-start template cannot carry: volume mounts, probes), applies the `ACA_*` overrides and calls Jobs - Start.
+puts the run's environment into its container (keeping the job's other variables, secret references
+among them), applies the `ACA_*` overrides and calls Jobs - Start. Volume mounts and probes cannot travel
+in a start template; the platform gives the execution the job's volumes (see the README).
 Status is Job Execution - Get, stop is Jobs - Stop Execution. Container Apps keeps no logs to hand back,
 so `logs` says where they are.
 
@@ -11,7 +12,9 @@ the run id (ARM may have created one whose answer was lost, or the activity may 
 
 Throttling (429) and server errors (5xx) are retried honouring `Retry-After`: by azure-core's retry
 policy for reads and stops, and for the start by the backend itself, because azure-core would repeat the
-POST blindly and could start a second execution for the run; the backend looks again first.
+POST blindly and could start a second execution for the run. After an answer that leaves it open whether
+ARM created the execution (a 5xx, a broken connection), the backend waits for ARM's list to catch up and
+looks again before starting.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from typing import Any, TypeVar
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ResourceNotFoundError,
     ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.mgmt.appcontainers import ContainerAppsAPIClient
 from azure.mgmt.appcontainers.models import (
@@ -54,10 +59,14 @@ POLLING_INTERVAL_SECONDS = 2.0
 # A retried start waits what ARM asks, within reason (the activity itself has a timeout), else this.
 MAX_RETRY_AFTER_SECONDS = 60.0
 DEFAULT_RETRY_SECONDS = 2.0
+# ARM's lists are eventually consistent: after a start that may have been accepted, wait this long at
+# least before looking for its execution, so that a created one shows.
+LOOKUP_DELAY_SECONDS = 5.0
 
-# Job Execution states (JobExecutionRunningState): in progress, or ended and how.
-RUNNING_STATES = frozenset({"Running", "Processing", "Unknown"})
-SUCCEEDED_STATES = frozenset({"Succeeded"})
+# Job Execution states (JobExecutionRunningState, compared without case as the SDK does): the ended ones.
+# Running, Processing, Unknown and any state ARM adds later count as in progress; the deadline bounds them.
+SUCCEEDED_STATE = "succeeded"
+FAILED_STATES = frozenset({"failed", "stopped", "degraded"})
 
 # The ARM actions each operation needs, named in a 403 so a person knows which role is missing.
 ACTIONS = {
@@ -85,6 +94,7 @@ def create_backend(settings: AppSettings) -> AcaJobBackend:
         base_url=aca.arm_endpoint,
         polling_interval=POLLING_INTERVAL_SECONDS,
         retry_total=aca.arm_retries,
+        credential_scopes=[f"{aca.arm_audience.rstrip('/')}/.default"],
     )
     return AcaJobBackend(client, aca, identity=identity)
 
@@ -154,9 +164,10 @@ class AcaJobBackend:
                     transient=attempt < last_attempt,
                 )
             except TransientArmError as transient:
-                logger.warning("Starting run %s: %s; retrying in %.1f s", spec.run_id, transient, transient.wait)
-                self._sleep(transient.wait)
-                existing = self._find_execution(spec.run_id)
+                wait = max(transient.wait, LOOKUP_DELAY_SECONDS) if transient.maybe_started else transient.wait
+                logger.warning("Starting run %s: %s; retrying in %.1f s", spec.run_id, transient, wait)
+                self._sleep(wait)
+                existing = self._find_execution(spec.run_id) if transient.maybe_started else None
                 if existing is not None:
                     return ExecutionRef(backend=self.name, name=existing)
                 continue
@@ -213,12 +224,12 @@ class AcaJobBackend:
                 logger.warning("%s: %s", self._where, problem)
 
     def _runner_container_name(self) -> str | None:
-        return self._settings.container_name or (
-            self._job.properties.template.containers[0].name
-            if self._job and self._job.properties and self._job.properties.template
-            and self._job.properties.template.containers
-            else None
-        )
+        """The container whose exit code is the run's: ACA_CONTAINER_NAME, else the job's first."""
+        if self._settings.container_name:
+            return self._settings.container_name
+        job = self._job_definition()
+        containers = job.properties.template.containers if job.properties and job.properties.template else None
+        return containers[0].name if containers else None
 
     def _execution(self, ref: ExecutionRef) -> JobExecution:
         aca = self._settings
@@ -253,8 +264,17 @@ class AcaJobBackend:
         try:
             return call()
         except ClientAuthenticationError as exc:
-            if exc.status_code in (401, 403):
+            if exc.status_code == 403:
                 raise self._forbidden(what, exc) from None
+            if exc.status_code == 401:
+                raise BackendError(
+                    "aca_unauthenticated",
+                    f"Resource Manager refused the token of {self._identity} to {what}: {_arm_error(exc)}. The "
+                    f"token is for {self._settings.arm_audience} (ACA_ARM_AUDIENCE); check that it is "
+                    "Resource Manager's audience for ACA_ARM_ENDPOINT and that the identity is in the "
+                    "subscription's tenant.",
+                    permanent=True,
+                ) from None
             raise BackendError(
                 "aca_credential_unavailable",
                 f"Could not get a token for Azure Resource Manager as {self._identity} to {what}: "
@@ -267,21 +287,35 @@ class AcaJobBackend:
                 "aca_job_not_found",
                 f"No {self._where}: Resource Manager answered 404 to {what}. Check ACA_SUBSCRIPTION_ID, "
                 "ACA_RESOURCE_GROUP and ACA_JOB_NAME.",
+                permanent=True,
             ) from None
         except HttpResponseError as exc:
-            if exc.status_code == 403:
+            status = exc.status_code or 0
+            if status == 403:
                 raise self._forbidden(what, exc) from None
-            if transient and _is_transient(exc):
-                raise TransientArmError(_arm_error(exc), _retry_after(exc)) from None
+            throttled, failed = status == 429, status >= 500
+            if transient and (throttled or failed):
+                raise TransientArmError(_arm_error(exc), _retry_after(exc), maybe_started=failed) from None
             raise BackendError(
                 "aca_request_failed",
-                f"Resource Manager could not {what} for {self._where}: {_arm_error(exc)}"
-                + (f" (after {self._settings.arm_retries} retries)" if _retried(exc) else ""),
+                f"Resource Manager could not {what} for {self._where}; its last answer: {_arm_error(exc)}",
             ) from None
-        except ServiceRequestError as exc:
+        except ServiceRequestError as exc:  # nothing was sent
             raise BackendError(
                 "aca_unreachable",
                 f"Resource Manager at {self._settings.arm_endpoint} could not be reached to {what}: {exc.message}",
+            ) from None
+        except ServiceResponseError as exc:  # sent, but the answer was lost: the start may have happened
+            if transient:
+                raise TransientArmError(exc.message, DEFAULT_RETRY_SECONDS, maybe_started=True) from None
+            raise BackendError(
+                "aca_unreachable",
+                f"Resource Manager at {self._settings.arm_endpoint} did not answer the request to {what}: "
+                f"{exc.message}",
+            ) from None
+        except AzureError as exc:  # e.g. a long-running operation's answer that cannot be read
+            raise BackendError(
+                "aca_request_failed", f"Resource Manager could not {what} for {self._where}: {exc.message}"
             ) from None
 
     def _forbidden(self, what: str, exc: HttpResponseError) -> BackendError:
@@ -290,15 +324,20 @@ class AcaJobBackend:
             f"{self._identity[0].upper()}{self._identity[1:]} may not {what} on {self._where}: it needs "
             f"`{ACTIONS[what]}` (the built-in role Container Apps Jobs Operator has the start, stop and read "
             f"actions). Resource Manager said: {_arm_error(exc)}",
+            permanent=True,
         )
 
 
 class TransientArmError(Exception):
-    """ARM answered 429 or 5xx: worth another try after `wait` seconds."""
+    """ARM answered 429 or 5xx, or its answer was lost: worth another try after `wait` seconds.
 
-    def __init__(self, message: str, wait: float) -> None:
+    `maybe_started`: the request may have taken effect (anything but a 429, which ARM refuses before acting).
+    """
+
+    def __init__(self, message: str, wait: float, *, maybe_started: bool) -> None:
         super().__init__(message)
         self.wait = wait
+        self.maybe_started = maybe_started
 
 
 def definition_problems(job: Job, deadline_seconds: int) -> list[str]:
@@ -335,13 +374,16 @@ def execution_template(job: Job, spec: JobSpec, settings: AcaSettings) -> JobExe
     template = job.properties.template if job.properties else None
     containers = list(template.containers or []) if template else []
     if not containers:
-        raise BackendError("aca_job_invalid", f"The Container Apps job {settings.job_name} defines no container.")
+        raise BackendError(
+            "aca_job_invalid", f"The Container Apps job {settings.job_name} defines no container.", permanent=True
+        )
     runner_name = settings.container_name or containers[0].name
     if runner_name not in {container.name for container in containers}:
         names = ", ".join(str(container.name) for container in containers)
         raise BackendError(
             "aca_job_invalid",
             f"ACA_CONTAINER_NAME={runner_name}: the job {settings.job_name} has no such container (it has {names}).",
+            permanent=True,
         )
     return JobExecutionTemplate(
         containers=[
@@ -403,14 +445,14 @@ def job_status(execution: JobExecution, container_name: str | None) -> JobStatus
     status = properties.status if properties else None
     # The SDK gives a JobExecutionRunningState, or the plain string for a state it does not know.
     state = str(getattr(status, "value", status) or "Unknown")
-    if state in RUNNING_STATES:
+    if state.casefold() not in FAILED_STATES | {SUCCEEDED_STATE}:
         return JobStatus(state=JobState.RUNNING, detail=state)
     exit_code, container_detail = _container_outcome(execution, container_name)
     detail = "; ".join(
         part for part in (state, properties.reason if properties else None,
                           properties.message if properties else None, container_detail) if part
     )
-    if state in SUCCEEDED_STATES:
+    if state.casefold() == SUCCEEDED_STATE:
         return JobStatus(state=JobState.SUCCEEDED, exit_code=exit_code if exit_code is not None else 0, detail=detail)
     return JobStatus(state=JobState.FAILED, exit_code=exit_code, detail=detail)
 
@@ -432,16 +474,6 @@ def _arm_error(exc: HttpResponseError) -> str:
     code = getattr(error, "code", None)
     message = getattr(error, "message", None) or _first_line(exc.message)
     return f"{exc.status_code} {code}: {message}" if code else f"{exc.status_code}: {message}"
-
-
-def _is_transient(exc: HttpResponseError) -> bool:
-    status = exc.status_code or 0
-    return status == 429 or status >= 500
-
-
-def _retried(exc: HttpResponseError) -> bool:
-    """Whether azure-core retried this answer before giving up (it does for 429 and 5xx)."""
-    return _is_transient(exc)
 
 
 def _retry_after(exc: HttpResponseError) -> float:

@@ -24,6 +24,7 @@ from orchestrations.contracts import (
     JobStatus,
     PrepareRunResult,
     ResultDocument,
+    RunError,
     RunnerEventStatus,
     RunOutcome,
     RunRecord,
@@ -33,7 +34,7 @@ from orchestrations.contracts import (
     StartJobResult,
     parse_blob_uri,
 )
-from orchestrations.errors import ExecutionNotFoundError
+from orchestrations.errors import BackendError, ExecutionNotFoundError
 from orchestrations.job_spec import build_job_spec
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,13 @@ def start_job(payload: dict) -> dict:
     backend = runtime.backend()
     # Taken before the call: the job may finish before a slow start (ARM's polling) returns.
     started_at = _now()
-    ref = backend.start(spec)
+    try:
+        ref = backend.start(spec)
+    except BackendError as exc:
+        if not exc.permanent:
+            raise  # the activity's retry policy tries again; start is idempotent per run
+        logger.error("Run %s cannot start: %s", job.request.run_id, exc.message, extra={"run_id": job.request.run_id})
+        return StartJobResult(refused=RunError(code=exc.code, message=exc.message)).to_payload()
     logger.info(
         "Run %s started as %s", job.request.run_id, ref, extra={"run_id": job.request.run_id, "execution_ref": str(ref)}
     )

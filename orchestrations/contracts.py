@@ -341,8 +341,19 @@ class StartJobInput(Contract):
 
 
 class StartJobResult(Contract):
-    execution_ref: str
-    started_at: datetime
+    """Output of `start_job`: the execution, or the backend's refusal when no retry can help."""
+
+    execution_ref: str | None = None
+    started_at: datetime | None = None
+    refused: RunError | None = None
+
+    @model_validator(mode="after")
+    def _started_or_refused(self) -> Self:
+        if (self.refused is None) == (self.execution_ref is None and self.started_at is None):
+            raise ValueError("a start result has an execution_ref and started_at, or a refusal, not both")
+        if self.refused is None and (self.execution_ref is None or self.started_at is None):
+            raise ValueError("a started job has both an execution_ref and started_at")
+        return self
 
 
 class JobRefInput(Contract):

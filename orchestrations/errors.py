@@ -25,4 +25,12 @@ class ExecutionNotFoundError(RunnerOrchestratorError):
 
 
 class BackendError(RunnerOrchestratorError):
-    """A backend could not do what was asked; the message names the backend and the next step."""
+    """A backend could not do what was asked; the message names the backend and the next step.
+
+    `permanent`: asking again cannot help (a missing role, job or image) until a person acts, so the run
+    fails at once instead of after the activity's retries.
+    """
+
+    def __init__(self, code: str, message: str, *, permanent: bool = False) -> None:
+        super().__init__(code, message)
+        self.permanent = permanent

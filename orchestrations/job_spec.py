@@ -44,7 +44,7 @@ def storage_env(settings: AppSettings) -> dict[str, str]:
     travels); locally Azurite's connection string with its well-known development key."""
     if not settings.runner_uses_managed_identity:
         return {RunnerEnv.STORAGE_CONNECTION_STRING.value: settings.runner_connection}
-    # Filled from AzureWebJobsStorage at start-up when not set (AppSettings._runner_account_urls).
+    # Filled from AzureWebJobsStorage at start-up when not set (AppSettings._storage_is_reachable).
     assert settings.runner_blob_account_url and settings.runner_queue_account_url
     env = {
         RunnerEnv.BLOB_ACCOUNT_URL.value: settings.runner_blob_account_url,

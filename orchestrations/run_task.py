@@ -56,9 +56,12 @@ def run_task(context: df.DurableOrchestrationContext) -> Orchestration:
                 StartJobInput(request=request, callback_token=prepared.callback_token, attempt=1).to_payload(),
             )))
         except Exception as exc:  # the SDK raises a plain Exception once all retries failed
+            started = StartJobResult(refused=RunError(code="job_start_failed", message=_reason(exc)))
+        if started.refused is not None or started.execution_ref is None or started.started_at is None:
+            refused = started.refused or RunError(code="job_start_failed", message="no execution")
             outcome = RunOutcome(
                 run_id=request.run_id, status=RunStatus.FAILED,
-                error=RunError(code="job_start_failed", message=f"The job could not be started: {_reason(exc)}"),
+                error=refused.model_copy(update={"message": f"The job could not be started: {refused.message}"}),
             )
             return (yield from _record(context, retry, outcome))
         watch = WatchState(

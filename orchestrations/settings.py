@@ -136,7 +136,7 @@ class AppSettings(BaseSettings):
     runner_image: str = Field(
         default="pacta-runner:local",
         validation_alias="RUNNER_IMAGE",
-        description="Image of the runner (docker and aca backends).",
+        description="Image of the runner (docker backend; aca runs the job's image, or ACA_IMAGE).",
     )
     runner_command: list[str] = Field(
         default_factory=list,
@@ -144,8 +144,14 @@ class AppSettings(BaseSettings):
         description='Command that starts the runner, as a JSON list (e.g. ["python", "-m", "runner"]); '
         "empty: the image's entrypoint (process backend: `python -m runner`).",
     )
-    runner_cpu: float = Field(default=1.0, gt=0, validation_alias="RUNNER_CPU")
-    runner_memory: str = Field(default="2Gi", pattern=r"^\d+(\.\d+)?(Mi|Gi)$", validation_alias="RUNNER_MEMORY")
+    runner_cpu: float = Field(
+        default=1.0, gt=0, validation_alias="RUNNER_CPU",
+        description="CPUs of a run (docker backend; aca uses the job's, or ACA_CPU).",
+    )
+    runner_memory: str = Field(
+        default="2Gi", pattern=_MEMORY, validation_alias="RUNNER_MEMORY",
+        description="Memory of a run, e.g. 2Gi (docker backend; aca uses the job's, or ACA_MEMORY).",
+    )
     runner_storage_connection: str | None = Field(
         default=None,
         validation_alias="RUNNER_STORAGE_CONNECTION",
@@ -341,20 +347,26 @@ class AppSettings(BaseSettings):
         if self.storage_connection is None:
             fill("runner_blob_account_url", self.runner_blob_account_url or self.storage_blob_uri)
             fill("runner_queue_account_url", self.runner_queue_account_url or self.storage_queue_uri)
-            return self
-        if self.runner_blob_account_url and self.runner_queue_account_url:
-            return self
-        try:
-            blob_url = BlobServiceClient.from_connection_string(self.storage_connection).url
-            queue_url = QueueServiceClient.from_connection_string(self.storage_connection).url
-        except ValueError:
+        elif not (self.runner_blob_account_url and self.runner_queue_account_url):
+            try:
+                blob_url = BlobServiceClient.from_connection_string(self.storage_connection).url
+                queue_url = QueueServiceClient.from_connection_string(self.storage_connection).url
+            except ValueError:
+                raise ValueError(
+                    "RUNNER_BLOB_ACCOUNT_URL and RUNNER_QUEUE_ACCOUNT_URL: not set, and AzureWebJobsStorage is not "
+                    "a connection string to take them from; set both (https://<account>.blob.core.windows.net/ "
+                    "and https://<account>.queue.core.windows.net/)"
+                ) from None
+            fill("runner_blob_account_url", self.runner_blob_account_url or blob_url)
+            fill("runner_queue_account_url", self.runner_queue_account_url or queue_url)
+        plain = [url for url in (self.runner_blob_account_url, self.runner_queue_account_url)
+                 if url and not url.startswith("https://")]
+        if plain:
             raise ValueError(
-                "RUNNER_BLOB_ACCOUNT_URL and RUNNER_QUEUE_ACCOUNT_URL: not set, and AzureWebJobsStorage is not a "
-                "connection string to take them from; set both (https://<account>.blob.core.windows.net/ and "
-                "https://<account>.queue.core.windows.net/)"
-            ) from None
-        fill("runner_blob_account_url", self.runner_blob_account_url or blob_url)
-        fill("runner_queue_account_url", self.runner_queue_account_url or queue_url)
+                f"RUNNER_BLOB_ACCOUNT_URL, RUNNER_QUEUE_ACCOUNT_URL: {plain[0]} is not https, and a managed identity's "
+                "token is never sent over plain HTTP; use the account's https endpoints (an Azurite with --cert), "
+                "or RUNNER_STORAGE_AUTH=connection_string"
+            )
         return self
 
     def task_command(self, task_type: TaskType) -> list[str]:
@@ -440,7 +452,14 @@ class AcaSettings(BaseSettings):
         default="https://management.azure.com",
         pattern=r"^https://",
         validation_alias="ACA_ARM_ENDPOINT",
-        description="Azure Resource Manager's endpoint (another cloud's, or a test server's).",
+        description="Azure Resource Manager's endpoint (another cloud's, with ACA_ARM_AUDIENCE; or a test server's).",
+    )
+    arm_audience: str = Field(
+        default="https://management.azure.com",
+        pattern=r"^https://",
+        validation_alias="ACA_ARM_AUDIENCE",
+        description="The audience of the tokens for Resource Manager (another cloud's, e.g. "
+        "https://management.chinacloudapi.cn).",
     )
     arm_retries: int = Field(
         default=4,

@@ -23,6 +23,8 @@ from tests.cloud.fixtures import APP_CLIENT_ID, RUNNER_CLIENT_ID, ContainerAppsC
 from tests.conftest import wait_for
 
 TOKEN = "callback-token-" + "x" * 20
+# The app's storage (not reached by these tests): the runner's account URLs follow from it.
+ACCOUNT = "DefaultEndpointsProtocol=https;AccountName=pactaprod;AccountKey=a2V5;EndpointSuffix=core.windows.net"
 
 
 def exits_with(code: int) -> str:
@@ -36,7 +38,7 @@ def make_backend(
     """The backend `RUNNER_BACKEND=aca` builds from the app settings, with extra settings of the test's."""
 
     def make(**extra: str) -> tuple[AcaJobBackend, AppSettings]:
-        settings_env = container_apps.app_settings(AzureWebJobsStorage="UseDevelopmentStorage=true", **extra)
+        settings_env = container_apps.app_settings(AzureWebJobsStorage=ACCOUNT, **extra)
         for name, value in settings_env.items():
             monkeypatch.setenv(name, value)
         settings = AppSettings()
@@ -84,7 +86,7 @@ def test_start_merges_the_run_into_the_jobs_template_and_the_execution_runs(
     assert env["PACTA_API_KEY"] == {"name": "PACTA_API_KEY", "secretRef": "pacta-api-key"}  # the job's, kept
     assert env["AZURE_CLIENT_ID"]["value"] == RUNNER_CLIENT_ID
     assert "RUNNER_STORAGE_CONNECTION_STRING" not in env  # no key travels; the runner uses its identity
-    assert env["RUNNER_BLOB_ACCOUNT_URL"]["value"].startswith("http://127.0.0.1:10000/devstoreaccount1")
+    assert env["RUNNER_BLOB_ACCOUNT_URL"]["value"] == "https://pactaprod.blob.core.windows.net/"
     status = wait_until_ended(backend, ref)
     assert status == backend.status(ref) and backend.status(ref).state is JobState.SUCCEEDED
     assert backend.status(ref).exit_code == 0
@@ -120,6 +122,7 @@ def test_a_throttled_start_waits_retry_after_and_starts_once(
     first, second = container_apps.arm.requests_for("start")
     assert second.at - first.at >= 1.0
     assert container_apps.run_ids() == ["run-aca-1"] and ref.name in container_apps.arm.executions
+    assert len(container_apps.arm.requests_for("list_executions")) == 1  # a 429 started nothing: no second look
 
 
 def test_a_start_that_failed_with_a_server_error_looks_again_then_starts_once(
@@ -150,7 +153,37 @@ def test_throttling_that_outlasts_the_retries_fails_with_arms_last_error(
     assert container_apps.run_ids() == []
 
 
-def test_one_server_error_on_status_is_retried_by_the_client(
+def test_a_status_check_in_a_fresh_worker_reads_the_runner_containers_exit_code(
+    container_apps: ContainerAppsCloud, make_backend: Callable[..., tuple[AcaJobBackend, AppSettings]]
+) -> None:
+    starter, settings = make_backend(ACA_COMMAND=exits_with(3))
+    ref = starter.start(spec_for(settings))
+    wait_until_ended(starter, ref)
+    reads_before = len(container_apps.arm.requests_for("get_job"))
+
+    fresh, _ = make_backend(ACA_COMMAND=exits_with(3))  # another worker, or the host restarted
+    status = fresh.status(ref)
+
+    assert status.state is JobState.FAILED and status.exit_code == 3
+    assert len(container_apps.arm.requests_for("get_job")) == reads_before + 1  # it learnt the runner's container
+
+
+def test_a_token_resource_manager_refuses_is_not_called_a_missing_role(
+    container_apps: ContainerAppsCloud, make_backend: Callable[..., tuple[AcaJobBackend, AppSettings]]
+) -> None:
+    backend, settings = make_backend()
+    container_apps.arm.fail_next("get_job", 401, code="InvalidAuthenticationTokenAudience",
+                                 message="The access token has been obtained for wrong audience or resource.")
+
+    with pytest.raises(BackendError) as raised:
+        backend.start(spec_for(settings))
+
+    assert raised.value.code == "aca_unauthenticated"
+    assert "ACA_ARM_AUDIENCE" in raised.value.message and "wrong audience" in raised.value.message
+    assert "Microsoft.App/jobs" not in raised.value.message
+
+
+def test_one_server_error_on_status_is_retried_by_the_client_not_reported(
     container_apps: ContainerAppsCloud, make_backend: Callable[..., tuple[AcaJobBackend, AppSettings]]
 ) -> None:
     backend, settings = make_backend(ACA_COMMAND=exits_with(0))
@@ -287,7 +320,7 @@ def test_logs_say_where_the_logs_are(make_backend: Callable[..., tuple[AcaJobBac
 def test_missing_aca_settings_stop_the_start_up_naming_them(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("ACA_SUBSCRIPTION_ID", "ACA_RESOURCE_GROUP", "ACA_JOB_NAME"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    monkeypatch.setenv("AzureWebJobsStorage", ACCOUNT)
     monkeypatch.setenv("RUNNER_BACKEND", "aca")
 
     with pytest.raises(ConfigurationError, match=r"ACA_SUBSCRIPTION_ID.*ACA_RESOURCE_GROUP.*ACA_JOB_NAME"):

@@ -73,7 +73,7 @@ def test_a_throttled_start_is_retried_after_retry_after_and_the_run_succeeds_wit
     assert flow_env.executions() == [run_id] and record.attempts == 1
 
 
-def test_a_function_app_without_the_start_permission_fails_the_run_naming_identity_and_action(
+def test_a_function_app_without_the_start_permission_fails_the_run_at_once_naming_identity_and_action(
     flow_env: FlowEnv, start_host: Callable[..., LocalHost]
 ) -> None:
     assert flow_env.cloud is not None
@@ -89,8 +89,9 @@ def test_a_function_app_without_the_start_permission_fails_the_run_naming_identi
     record = wait_for_end(flow_env, run_id, step=step)
 
     assert record.status is RunStatus.FAILED
-    assert record.error is not None and record.error.code == "job_start_failed"
+    assert record.error is not None and record.error.code == "aca_forbidden"
+    assert record.error.message.startswith("The job could not be started: ")
     assert "Microsoft.App/jobs/start/action" in record.error.message
     assert APP_CLIENT_ID in record.error.message
-    assert len(flow_env.cloud.arm.requests_for("start")) == 2  # one per activity attempt
+    assert len(flow_env.cloud.arm.requests_for("start")) == 1  # a missing role is not retried
     assert flow_env.executions() == []

@@ -160,6 +160,23 @@ def test_start_failure_is_retried_with_backoff_then_fails_the_run(
 
 
 @pytest.mark.parametrize("backend", ["docker"], indirect=True)
+def test_a_start_no_retry_can_help_fails_the_run_at_once_with_the_backends_reason(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost]
+) -> None:
+    clock = ManualClock()
+    host = start_host(clock=clock, RUNNER_IMAGE="pacta-no-such-image:missing")
+    run_id = flow_env.upload("parse_portfolio/no-image.csv", PORTFOLIO)
+
+    record = drive(host, clock, flow_env, run_id, seconds_per_step=0.25)
+
+    assert record.status is RunStatus.FAILED
+    assert record.error is not None and record.error.code == "image_not_found"
+    assert "pacta-no-such-image:missing" in record.error.message and "make images" in record.error.message
+    assert scheduled_activities(host, run_id) == ["prepare_run", "start_job", "record_outcome"]
+    assert record.attempts == 0
+
+
+@pytest.mark.parametrize("backend", ["docker"], indirect=True)
 def test_job_over_its_memory_limit_fails_with_the_oom_reason(
     flow_env: FlowEnv, start_host: Callable[..., LocalHost]
 ) -> None:

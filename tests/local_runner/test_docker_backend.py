@@ -374,7 +374,7 @@ def test_a_missing_image_fails_start_naming_the_image_and_make_images(backend, m
     with pytest.raises(BackendError) as raised:
         backend.start(make_spec("sh", "-c", "true", image=image))
 
-    assert raised.value.code == "image_not_found"
+    assert raised.value.code == "image_not_found" and raised.value.permanent  # no retry builds an image
     assert image in raised.value.message
     assert "make images" in raised.value.message
 

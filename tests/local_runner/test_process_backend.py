@@ -354,7 +354,7 @@ def test_a_run_id_that_is_not_a_directory_name_is_refused(backend, make_spec):
 
 def test_create_backend_puts_a_relative_work_dir_under_the_project_root(monkeypatch):
     monkeypatch.delenv("PROCESS_BACKEND_WORK_DIR", raising=False)
-    settings = AppSettings(AzureWebJobsStorage="UseDevelopmentStorage=true")
+    settings = AppSettings(AzureWebJobsStorage="UseDevelopmentStorage=true", RUNNER_BACKEND="process")
 
     backend = create_backend(settings)
 

@@ -10,7 +10,7 @@ import pytest
 from azure.mgmt.appcontainers.models import Job, JobExecution
 
 from orchestrations.aca_backend import definition_problems, execution_template, job_status, run_id_of
-from orchestrations.contracts import JobSpec, JobState, TaskType
+from orchestrations.contracts import JobSpec, JobState, RunError, StartJobResult, TaskType
 from orchestrations.errors import BackendError, ConfigurationError
 from orchestrations.job_spec import storage_env
 from orchestrations.settings import AcaSettings, AppSettings, load
@@ -225,9 +225,14 @@ def test_a_job_without_containers_is_refused() -> None:
 # --- status and lookup ---
 
 
-@pytest.mark.parametrize("state", ["Running", "Processing", "Unknown"])
-def test_in_progress_states_are_running(state: str) -> None:
+@pytest.mark.parametrize("state", ["Running", "Processing", "Unknown", "running", "Pending", "SomethingNew"])
+def test_in_progress_and_unknown_states_are_running_so_the_deadline_bounds_them(state: str) -> None:
     assert job_status(execution(state), "runner").state is JobState.RUNNING
+
+
+@pytest.mark.parametrize(("state", "expected"), [("succeeded", JobState.SUCCEEDED), ("FAILED", JobState.FAILED)])
+def test_states_are_compared_without_case_as_the_sdk_does(state: str, expected: JobState) -> None:
+    assert job_status(execution(state), "runner").state is expected
 
 
 def test_succeeded_reads_the_exit_code_when_arm_gives_one() -> None:
@@ -289,3 +294,20 @@ def test_each_definition_problem_is_named_with_its_consequence() -> None:
     assert "Schedule, not Manual" in problems[0]
     assert "replica retry limit is 2, not 0" in problems[1]
     assert "1800 s" in problems[2] and "3600 s" in problems[2] and "RUN_DEADLINE_SECONDS" in problems[2]
+
+
+# --- what start_job answers ---
+
+
+def test_a_start_result_is_an_execution_or_a_refusal_never_both_or_neither() -> None:
+    at = datetime(2026, 11, 27, tzinfo=UTC)
+    refusal = RunError(code="aca_forbidden", message="may not start")
+
+    assert StartJobResult(execution_ref="aca:x", started_at=at).refused is None
+    assert StartJobResult(refused=refusal).execution_ref is None
+    with pytest.raises(ValueError, match="not both"):
+        StartJobResult(execution_ref="aca:x", started_at=at, refused=refusal)
+    with pytest.raises(ValueError, match="not both"):
+        StartJobResult()
+    with pytest.raises(ValueError, match="both an execution_ref and started_at"):
+        StartJobResult(execution_ref="aca:x")

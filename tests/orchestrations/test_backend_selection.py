@@ -10,8 +10,12 @@ from orchestrations.settings import AppSettings, BackendName
 EMULATOR = {"AZURE_FUNCTIONS_ENVIRONMENT": "Development"}
 
 
+# An account's connection string: outside the emulator the runner gets its https account URLs.
+STORAGE = "DefaultEndpointsProtocol=https;AccountName=pactaprod;AccountKey=a2V5;EndpointSuffix=core.windows.net"
+
+
 def settings(**values: str) -> AppSettings:
-    return AppSettings.model_validate({"AzureWebJobsStorage": "UseDevelopmentStorage=true", **values})
+    return AppSettings.model_validate({"AzureWebJobsStorage": STORAGE, **values})
 
 
 def test_the_setting_wins() -> None:

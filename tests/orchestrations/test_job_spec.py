@@ -16,7 +16,10 @@ TOKEN = "t" * 32
 
 
 def settings(**values: object) -> AppSettings:
-    return AppSettings.model_validate({"AzureWebJobsStorage": "UseDevelopmentStorage=true", **values})
+    """Settings under the emulator: a local backend, and Azurite's connection string for the runner."""
+    return AppSettings.model_validate(
+        {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "AZURE_FUNCTIONS_ENVIRONMENT": "Development", **values}
+    )
 
 
 def request(task_type: TaskType, document: dict[str, object] | None = None) -> RunRequest:
