@@ -16,4 +16,6 @@ bp = df.Blueprint()
 @bp.durable_client_input(client_name="client")
 async def on_runner_event(message: func.QueueMessage, client: df.DurableOrchestrationClient) -> None:
     body = message.get_body().decode("utf-8", errors="replace")
-    await completions.handle_runner_message(body, client, run_store=runtime.run_store())
+    await completions.handle_runner_message(
+        body, client, run_store=runtime.run_store(), token_key=runtime.settings().callback_token_key
+    )

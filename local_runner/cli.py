@@ -7,6 +7,7 @@
     upload upload a file to the uploads container and follow its run
     runs   list recent runs; `runs RUN_ID` shows one
     prune  remove the finished run containers this project created
+    callback-key  print this checkout's CALLBACK_TOKEN_KEY (for local.settings.json under `func start`)
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def demo(
     from orchestrations import runtime
 
     apply_local_settings(load_local_settings(PROJECT_ROOT))
+    services.provide_callback_key()
     with services.azurite_for_session() as started:
         console.print("Azurite: started for this demo" if started else "Azurite: using the one already running")
         with LocalHost.from_app_dir(PROJECT_ROOT, http_port=port) as host:
@@ -92,6 +94,7 @@ def host(port: PortOption = DEFAULT_PORT) -> None:
 
     configure_logging()
     apply_local_settings(load_local_settings(PROJECT_ROOT))
+    services.provide_callback_key()
     with LocalHost.from_app_dir(PROJECT_ROOT, http_port=port) as running:
         # `make down` sends SIGTERM: stop the pollers and the engine cleanly, as Ctrl+C does.
         signal.signal(signal.SIGTERM, lambda *_: running.stop())
@@ -147,6 +150,16 @@ def prune(
         return
     removed = docker_backend.prune(keep)
     console.print(f"Removed {len(removed)} finished run container(s)" + (f": {', '.join(removed)}" if removed else "."))
+
+
+@cli.command("callback-key")
+def callback_key() -> None:
+    """Print this checkout's callback token key (made on first use, kept in .local/callback-token-key).
+
+    `demo`, `up` and `host` use it unless CALLBACK_TOKEN_KEY is set; under `func start`, put it in
+    local.settings.json as Values.CALLBACK_TOKEN_KEY (that file is not for committing then).
+    """
+    print(services.local_callback_key())
 
 
 def _upload_and_follow(file: Path, task_type: str, base_url: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,8 +22,31 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = PROJECT_ROOT / ".local" / "state"
 LOG_DIR = PROJECT_ROOT / ".local" / "logs"
 AZURITE_DATA_DIR = PROJECT_ROOT / ".local" / "azurite-data"
+# The app's callback token key for local runs: made once, kept (owner-only) beside the local data.
+CALLBACK_KEY_FILE = PROJECT_ROOT / ".local" / "callback-token-key"
+CALLBACK_KEY_SETTING = "CALLBACK_TOKEN_KEY"
 # How long `down` waits for a process to exit after SIGTERM before it sends SIGKILL.
 STOP_GRACE_SECONDS = 10.0
+
+
+def local_callback_key() -> str:
+    """This checkout's callback token key (`.local/callback-token-key`), made on first use."""
+    try:
+        return CALLBACK_KEY_FILE.read_text().strip()
+    except FileNotFoundError:
+        pass
+    CALLBACK_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    descriptor = os.open(CALLBACK_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
+    return key
+
+
+def provide_callback_key() -> None:
+    """Set CALLBACK_TOKEN_KEY from this checkout's key file unless the environment sets it already."""
+    if not os.environ.get(CALLBACK_KEY_SETTING):
+        os.environ[CALLBACK_KEY_SETTING] = local_callback_key()
 
 
 def pid_file(service: str) -> Path:

@@ -8,57 +8,48 @@ on a binding ("invalid non-type annotation"), which the worker-indexing test che
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from orchestrations import runtime
 from orchestrations.backends import JobBackend
+from orchestrations.callback_tokens import derive_callback_token
 from orchestrations.contracts import (
     MAX_RECORDED_OUTPUTS,
     ExecutionRef,
     JobRefInput,
     JobState,
     JobStatus,
-    PrepareRunResult,
-    ResultDocument,
+    ResultLookup,
+    ResultQuery,
     RunError,
+    RunnerCompletion,
     RunnerEventStatus,
     RunOutcome,
     RunRecord,
-    RunRequest,
     RunStatus,
     StartJobInput,
     StartJobResult,
-    parse_blob_uri,
 )
 from orchestrations.errors import BackendError, ExecutionNotFoundError
 from orchestrations.job_spec import build_job_spec
+from orchestrations.results import ResultUnavailableError, VerifiedResult, load_verified_result
 
 logger = logging.getLogger(__name__)
 
 
-def prepare_run(payload: dict) -> dict:
-    """Make the run's callback token; the record keeps only its hash."""
-    request = RunRequest.from_payload(payload)
-    token = secrets.token_urlsafe(32)
-    token_hash = hash_token(token)
-
-    def remember_hash(record: RunRecord) -> RunRecord:
-        return record.model_copy(
-            update={"callback_token_sha256": token_hash, "status": RunStatus.STARTING, "updated_at": _now()}
-        )
-
-    runtime.run_store().update_run(request.run_id, remember_hash)
-    return PrepareRunResult(callback_token=token).to_payload()
-
-
 def start_job(payload: dict) -> dict:
-    """Start the runner through the backend (idempotent per run) and mark the run running."""
+    """Start the runner through the backend (idempotent per run) and mark the run running.
+
+    The callback token is derived here, from the run id and attempt, so every execution of this
+    activity gives the runner the same token and none is ever returned into the history.
+    """
     job = StartJobInput.from_payload(payload)
-    spec = build_job_spec(job.request, job.callback_token, runtime.settings())
+    settings = runtime.settings()
+    token = derive_callback_token(settings.callback_token_key, job.request.run_id, job.attempt)
+    spec = build_job_spec(job.request, token, settings, attempt=job.attempt)
+    runtime.run_store().update_run(job.request.run_id, lambda record: _mark_starting(record, job.attempt))
     backend = runtime.backend()
     # Taken before the call: the job may finish before a slow start (ARM's polling) returns.
     started_at = _now()
@@ -76,6 +67,7 @@ def start_job(payload: dict) -> dict:
     def mark_running(record: RunRecord) -> RunRecord:
         return record.model_copy(update={
             "status": RunStatus.RUNNING,
+            "attempt": job.attempt,
             "backend": backend.name,
             "execution_ref": str(ref),
             "started_at": record.started_at or started_at,
@@ -99,14 +91,46 @@ def stop_job(payload: dict) -> dict:
     return _ask_backend(job, lambda backend, ref: backend.stop(ref)).to_payload()
 
 
+def read_result(payload: dict) -> dict:
+    """The run's outcome from its own result document, when its runner wrote one (the message was lost)."""
+    query = ResultQuery.from_payload(payload)
+    try:
+        result = load_verified_result(query.run_id, query.attempt)
+    except ResultUnavailableError as exc:
+        logger.warning("Run %s: no usable result document: %s", query.run_id, exc, extra={"run_id": query.run_id})
+        return ResultLookup(missing_reason=str(exc)).to_payload()
+    run = result.document.Run
+    succeeded = run.status is RunnerEventStatus.SUCCEEDED
+    exit_code = query.exit_code if query.exit_code is not None else (0 if succeeded else 1)
+    logger.warning(
+        "Run %s ended without a completion message that arrived; recording it from %s",
+        query.run_id, result.uri, extra={"run_id": query.run_id},
+    )
+    completion = RunnerCompletion(
+        status=run.status, exit_code=exit_code, error=run.error, result_uri=result.uri, log_uri=run.log_uri,
+        outputs_count=len(result.document.output_uris()), started_at=run.started_at, finished_at=run.finished_at,
+    )
+    return ResultLookup(completion=completion).to_payload()
+
+
 def record_outcome(payload: dict) -> dict:
-    """Write the run's terminal status, outputs, log and result locations, error and times."""
+    """Write the run's terminal status, outputs, log and result locations, error and times.
+
+    Outputs come only from the run's own result document, and only if its runner wrote it, whatever
+    URI the completion message named.
+    """
     outcome = RunOutcome.from_payload(payload)
     completion = outcome.completion
-    outputs: list[str] = []
-    if completion is not None and completion.result_uri and completion.status is RunnerEventStatus.SUCCEEDED:
-        outputs = _read_result_document(completion.result_uri).output_uris()
+    result: VerifiedResult | None = None
+    if completion is not None:
+        try:
+            result = load_verified_result(outcome.run_id, outcome.attempt)
+        except ResultUnavailableError as exc:
+            logger.warning("Run %s: no usable result document: %s", outcome.run_id, exc,
+                           extra={"run_id": outcome.run_id})
+    outputs = result.document.output_uris() if result is not None and _succeeded(completion) else []
     finished_at = completion.finished_at if completion else _now()
+    log_uri = result.document.Run.log_uri if result is not None else completion.log_uri if completion else None
 
     def finish(record: RunRecord) -> RunRecord:
         return record.model_copy(update={
@@ -116,8 +140,8 @@ def record_outcome(payload: dict) -> dict:
             "updated_at": _now(),
             "outputs_count": completion.outputs_count if completion else 0,
             "outputs": outputs[:MAX_RECORDED_OUTPUTS],
-            "result_uri": completion.result_uri if completion else None,
-            "log_uri": completion.log_uri if completion else None,
+            "result_uri": result.uri if result is not None else None,
+            "log_uri": log_uri,
             "error": outcome.error,
         })
 
@@ -134,14 +158,14 @@ def _ask_backend(job: JobRefInput, operation: Callable[[JobBackend, ExecutionRef
         return JobStatus(state=JobState.FAILED, detail=exc.message)
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def _mark_starting(record: RunRecord, attempt: int) -> RunRecord | None:
+    if record.status is not RunStatus.QUEUED:
+        return None  # a repeated start_job: the run is already starting or running
+    return record.model_copy(update={"status": RunStatus.STARTING, "attempt": attempt, "updated_at": _now()})
 
 
-def _read_result_document(uri: str) -> ResultDocument:
-    container, name = parse_blob_uri(uri)
-    blob = runtime.blob_service().get_blob_client(container, name)
-    return ResultDocument.model_validate_json(blob.download_blob().readall())
+def _succeeded(completion: RunnerCompletion | None) -> bool:
+    return completion is not None and completion.status is RunnerEventStatus.SUCCEEDED
 
 
 def _now() -> datetime:
@@ -150,10 +174,10 @@ def _now() -> datetime:
 
 # Names the orchestrator calls; function_app registers each under the same name.
 ACTIVITIES = {
-    "prepare_run": prepare_run,
     "start_job": start_job,
     "check_job": check_job,
     "stop_job": stop_job,
+    "read_result": read_result,
     "record_outcome": record_outcome,
 }
 

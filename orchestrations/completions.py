@@ -7,13 +7,12 @@ walk it to the poison queue. Storage errors do raise, so the queue retries them.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from orchestrations.activities import hash_token
+from orchestrations.callback_tokens import is_valid_token
 from orchestrations.contracts import RUNNER_COMPLETED_EVENT, RunnerCompletion, RunnerEvent
 from orchestrations.run_store import RunNotFoundError, RunStore
 
@@ -23,7 +22,7 @@ logger = logging.getLogger(__name__)
 _INSTANCE_GONE_MARKERS = ("No instance with ID", "is gone")
 
 
-async def handle_runner_message(body: str, client: Any, *, run_store: RunStore) -> bool:
+async def handle_runner_message(body: str, client: Any, *, run_store: RunStore, token_key: SecretStr) -> bool:
     """Deliver one completion message to its orchestration; returns whether it was delivered."""
     try:
         event = RunnerEvent.from_payload(body)
@@ -37,10 +36,13 @@ async def handle_runner_message(body: str, client: Any, *, run_store: RunStore) 
     except RunNotFoundError:
         logger.warning("Dropped a runner message for unknown run %s", event.run_id, extra=extra)
         return False
-    expected = record.callback_token_sha256
-    if expected is None or not hmac.compare_digest(expected, hash_token(event.token)):
+    if not is_valid_token(token_key, event.run_id, event.attempt, event.token):
         logger.warning("Dropped a runner message for run %s: its callback token does not match", event.run_id,
                        extra=extra)
+        return False
+    if event.attempt != record.attempt:
+        logger.warning("Dropped a runner message for run %s: it is from attempt %d, the run is at attempt %d",
+                       event.run_id, event.attempt, record.attempt, extra=extra)
         return False
     if record.status.is_terminal:
         logger.info("Dropped a runner message for run %s: it already ended %s", event.run_id,

@@ -8,6 +8,8 @@ schema fails validation loudly instead of being half-read. The runner image impo
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 from datetime import date, datetime, timedelta
@@ -22,8 +24,10 @@ SCHEMA_VERSION: Final = 1
 MAX_REQUEST_ENV_BYTES = 128 * 1024
 # A storage queue message is at most 64 KiB; the completion message must fit with room to spare.
 MAX_RUNNER_EVENT_BYTES = 48 * 1024
-# azure-functions-durable 1.7 cannot cancel timers longer than 6 days (issue #573).
-MAX_DEADLINE_SECONDS = 6 * 24 * 3600 - 60
+# azure-functions-durable 1.7 cannot cancel timers longer than 6 days (issue #573), and the Azure Storage
+# provider refuses single timers beyond 6 days: every timer the orchestrator creates stays below this.
+MAX_TIMER_SECONDS = 6 * 24 * 3600 - 60
+MAX_DEADLINE_SECONDS = MAX_TIMER_SECONDS
 
 RUNNER_COMPLETED_EVENT = "RunnerCompleted"
 
@@ -98,9 +102,13 @@ class RunError(Contract):
 class RetryPolicy(Contract):
     """Retries of transient activity failures (storage hiccups, a backend API's 5xx)."""
 
-    first_interval_seconds: float = Field(default=2.0, gt=0, description="Delay before the 2nd attempt.")
+    first_interval_seconds: float = Field(
+        default=2.0, gt=0, le=MAX_TIMER_SECONDS, description="Delay before the 2nd attempt."
+    )
     backoff_coefficient: float = Field(default=2.0, ge=1, description="Multiplier per further attempt.")
-    max_interval_seconds: float = Field(default=60.0, gt=0, description="Upper bound of one delay.")
+    max_interval_seconds: float = Field(
+        default=60.0, gt=0, le=MAX_TIMER_SECONDS, description="Upper bound of one delay."
+    )
     max_attempts: int = Field(default=4, ge=1, le=20, description="Attempts in all, the first included.")
 
 
@@ -111,10 +119,12 @@ class RunPolicy(Contract):
         default=3600, gt=0, le=MAX_DEADLINE_SECONDS, description="Wall time a job may run before it is stopped."
     )
     check_interval_seconds: int = Field(
-        default=60, gt=0, description="How often the orchestrator asks the backend whether the job still runs."
+        default=60, gt=0, le=MAX_TIMER_SECONDS,
+        description="How often the orchestrator asks the backend whether the job still runs.",
     )
     completion_grace_seconds: int = Field(
-        default=30, ge=0, description="How long to wait for the completion message once the job has ended."
+        default=30, ge=0, le=MAX_TIMER_SECONDS,
+        description="How long to wait for the completion message once the job has ended.",
     )
     checks_per_generation: int = Field(
         default=50, ge=1, description="Status checks before the orchestration continues as new (bounds history)."
@@ -162,9 +172,10 @@ class RunTaskInput(Contract):
 
 
 class WatchState(Contract):
-    """What the orchestrator carries across `continue_as_new` while it watches a job."""
+    """What the orchestrator carries across `continue_as_new` while it watches a job (no secret: it is
+    in the history)."""
 
-    callback_token: str = Field(repr=False)
+    attempt: int = Field(ge=1, description="The start attempt whose runner may report.")
     execution_ref: str
     started_at: datetime
     deadline: datetime
@@ -245,7 +256,8 @@ class RunnerEvent(Contract):
     """The completion message the runner puts on the `runner-events` queue (under 64 KiB)."""
 
     run_id: str
-    token: str = Field(repr=False, min_length=16, description="The run's callback token.")
+    attempt: int = Field(default=1, ge=1, description="The start attempt the runner belongs to.")
+    token: str = Field(repr=False, min_length=16, description="The callback token of the run's attempt.")
     status: RunnerEventStatus
     exit_code: int
     error: RunError | None = None
@@ -286,7 +298,7 @@ class RunnerCompletion(Contract):
 
     @classmethod
     def from_event(cls, event: RunnerEvent) -> RunnerCompletion:
-        return cls.model_validate(event.model_dump(exclude={"run_id", "token", "schema_version"}))
+        return cls.model_validate(event.model_dump(exclude={"run_id", "attempt", "token", "schema_version"}))
 
 
 class RunRecord(Contract):
@@ -303,13 +315,13 @@ class RunRecord(Contract):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime
+    attempt: int = Field(default=1, ge=1, description="The start attempt whose runner may report.")
     attempts: int = Field(default=0, ge=0, description="Job starts the orchestration made.")
     outputs_count: int = Field(default=0, ge=0)
     outputs: list[str] = Field(default_factory=list, description="Output blob URIs (the first 100).")
     result_uri: str | None = None
     log_uri: str | None = None
     error: RunError | None = None
-    callback_token_sha256: str | None = Field(default=None, repr=False)
 
     @property
     def duration(self) -> timedelta | None:
@@ -318,8 +330,8 @@ class RunRecord(Contract):
         return self.finished_at - self.started_at
 
     def public_view(self) -> dict[str, Any]:
-        """The record for APIs and CLIs: everything but the token hash."""
-        return self.model_dump(mode="json", exclude={"callback_token_sha256"})
+        """The record for APIs and CLIs."""
+        return self.model_dump(mode="json")
 
 
 MAX_RECORDED_OUTPUTS = 100
@@ -328,16 +340,11 @@ MAX_RECORDED_OUTPUTS = 100
 # --- activity payloads: one model per activity input and output, so fields can be added later ---
 
 
-class PrepareRunResult(Contract):
-    """`prepare_run` output: the run's callback token (its hash is what the run record keeps)."""
-
-    callback_token: str = Field(repr=False)
-
-
 class StartJobInput(Contract):
+    """Input of `start_job`. No callback token: the activity derives it, so it never enters the history."""
+
     request: RunRequest
-    callback_token: str = Field(repr=False)
-    attempt: int = Field(ge=1, description="1 for the first generation's start.")
+    attempt: int = Field(ge=1, description="The start attempt (1 for a run's first); its token is derived from it.")
 
 
 class StartJobResult(Contract):
@@ -363,10 +370,32 @@ class JobRefInput(Contract):
     execution_ref: str
 
 
+class ResultQuery(Contract):
+    """Input of `read_result`: whose result document to look for, and how the job ended."""
+
+    run_id: str
+    attempt: int = Field(ge=1)
+    exit_code: int | None = Field(default=None, description="The job's exit code, from the backend.")
+
+
+class ResultLookup(Contract):
+    """Output of `read_result`: the run's outcome from its result document, or why there is none."""
+
+    completion: RunnerCompletion | None = None
+    missing_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _found_or_missing(self) -> Self:
+        if (self.completion is None) == (self.missing_reason is None):
+            raise ValueError("a result lookup has a completion or a reason it has none, not both")
+        return self
+
+
 class RunOutcome(Contract):
     """How a run ended, as the orchestrator decided it; `record_outcome` writes it."""
 
     run_id: str
+    attempt: int = Field(default=1, ge=1)
     status: RunStatus
     execution_ref: str | None = None
     error: RunError | None = None
@@ -445,6 +474,24 @@ class ResultDocument(BaseModel):
         return [artifact.BlobURI for artifact in self.Artifacts or []]
 
 
+# --- the result document's proof: whose runner wrote it, checked without the token leaving the app ---
+
+# The result document's name in the run's folder, and the blob metadata carrying its proof (Azure
+# metadata names are C# identifiers, compared without case).
+RESULT_DOCUMENT_NAME = "result.json"
+RESULT_PROOF_METADATA = "runproof"
+
+
+def result_proof(callback_token: str, document: bytes) -> str:
+    """HMAC-SHA256 of the document's exact bytes under the run's callback token (hex).
+
+    Only the run's runner (which has the token) and the app (which derives it) can make it; any change
+    to the bytes, or a document of another run or attempt, fails it.
+    """
+    digest = hashlib.sha256(document).digest()
+    return hmac.new(callback_token.encode(), b"pacta-runner result v1\n" + digest, hashlib.sha256).hexdigest()
+
+
 # --- the runner's environment (the contract between JobSpec.env and `python -m runner`) ---
 
 
@@ -452,6 +499,7 @@ class RunnerEnv(StrEnum):
     """Names of our environment variables (PACTA's `TASK_ID`, `TASK_TYPE`, `<TYPE>_REQUEST` come too)."""
 
     RUN_ID = "RUNNER_RUN_ID"
+    ATTEMPT = "RUNNER_ATTEMPT"
     CALLBACK_TOKEN = "RUNNER_CALLBACK_TOKEN"
     EVENTS_QUEUE = "RUNNER_EVENTS_QUEUE"
     OUTPUT_PREFIX = "RUNNER_OUTPUT_PREFIX"

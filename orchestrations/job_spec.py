@@ -13,13 +13,14 @@ def runs_prefix(settings: AppSettings, run_id: str) -> str:
     return f"az://{settings.runs_container}/{run_id}/"
 
 
-def build_job_spec(request: RunRequest, callback_token: str, settings: AppSettings) -> JobSpec:
+def build_job_spec(request: RunRequest, callback_token: str, settings: AppSettings, *, attempt: int = 1) -> JobSpec:
     """PACTA's variables (`TASK_ID`, `TASK_TYPE`, `<TYPE>_REQUEST`) plus the runner's own."""
     env = {
         "TASK_ID": request.run_id,
         "TASK_TYPE": request.task_type.value,
         request.task_type.request_env_var: json.dumps(request.pacta_request()),
         RunnerEnv.RUN_ID.value: request.run_id,
+        RunnerEnv.ATTEMPT.value: str(attempt),
         RunnerEnv.CALLBACK_TOKEN.value: callback_token,
         RunnerEnv.EVENTS_QUEUE.value: settings.runner_events_queue,
         RunnerEnv.OUTPUT_PREFIX.value: runs_prefix(settings, request.run_id),

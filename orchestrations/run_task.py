@@ -3,9 +3,9 @@
 It only decides: every effect is an activity, time comes from the context, and every knob comes
 from the `RunRequest` in its input. Read it top to bottom as DESIGN.md's flow:
 
-    prepare_run -> start_job -> [ RunnerCompleted  vs  timer -> check_job ]* -> record_outcome
-                                 deadline passed -> stop_job -> timed_out
-                                 job ended, no message within the grace period -> failed
+    start_job -> [ RunnerCompleted  vs  timer -> check_job ]* -> record_outcome
+                   job ended, no message within the grace period -> read_result -> its outcome, else failed
+                   deadline passed -> stop_job -> (read_result) -> timed_out
 
 After `checks_per_generation` status checks it continues as new with its watch state, so its
 history stays bounded however long the job runs.
@@ -18,16 +18,19 @@ from datetime import timedelta
 from typing import Any
 
 import azure.durable_functions as df
+from azure.durable_functions.models.Task import TaskBase as Task
 
 from orchestrations.contracts import (
     RUNNER_COMPLETED_EVENT,
     JobRefInput,
     JobStatus,
-    PrepareRunResult,
+    ResultLookup,
+    ResultQuery,
     RunError,
     RunnerCompletion,
     RunnerEventStatus,
     RunOutcome,
+    RunRequest,
     RunStatus,
     RunTaskInput,
     StartJobInput,
@@ -37,78 +40,24 @@ from orchestrations.contracts import (
 from orchestrations.retry import BackoffRetryOptions
 
 Orchestration = Generator[Any, Any, Any]
+# The start attempt of a run's first (and, until reruns exist, only) job.
+FIRST_ATTEMPT = 1
 
 
 def run_task(context: df.DurableOrchestrationContext) -> Orchestration:
     run = RunTaskInput.from_payload(context.get_input())
-    request, policy = run.request, run.request.policy
-    retry = BackoffRetryOptions(policy.activity_retry)
+    request = run.request
+    retry = BackoffRetryOptions(request.policy.activity_retry)
 
     watch = run.watch
     if watch is None:
-        _set_phase(context, "starting")
-        prepared = PrepareRunResult.from_payload(
-            (yield context.call_activity_with_retry("prepare_run", retry, request.to_payload()))
-        )
-        try:
-            started = StartJobResult.from_payload((yield context.call_activity_with_retry(
-                "start_job", retry,
-                StartJobInput(request=request, callback_token=prepared.callback_token, attempt=1).to_payload(),
-            )))
-        except Exception as exc:  # the SDK raises a plain Exception once all retries failed
-            started = StartJobResult(refused=RunError(code="job_start_failed", message=_reason(exc)))
-        if started.refused is not None or started.execution_ref is None or started.started_at is None:
-            refused = started.refused or RunError(code="job_start_failed", message="no execution")
-            outcome = RunOutcome(
-                run_id=request.run_id, status=RunStatus.FAILED,
-                error=refused.model_copy(update={"message": f"The job could not be started: {refused.message}"}),
-            )
-            return (yield from _record(context, retry, outcome))
-        watch = WatchState(
-            callback_token=prepared.callback_token,
-            execution_ref=started.execution_ref,
-            started_at=started.started_at,
-            deadline=context.current_utc_datetime + timedelta(seconds=policy.deadline_seconds),
-            generation=1,
-        )
+        started = yield from _start_job(context, retry, request, attempt=FIRST_ATTEMPT)
+        if isinstance(started, RunOutcome):
+            return (yield from _record(context, retry, started))
+        watch = started
 
-    job = JobRefInput(run_id=request.run_id, execution_ref=watch.execution_ref).to_payload()
-    completion_task = context.wait_for_external_event(RUNNER_COMPLETED_EVENT)
-    for _ in range(policy.checks_per_generation):
-        _set_phase(context, "running", watch)
-        if context.current_utc_datetime >= watch.deadline:
-            outcome = yield from _stop_at_deadline(context, retry, job, watch, policy.deadline_seconds)
-            break
-        next_check = min(
-            context.current_utc_datetime + timedelta(seconds=policy.check_interval_seconds), watch.deadline
-        )
-        timer = context.create_timer(next_check)
-        winner = yield context.task_any([completion_task, timer])
-        if winner == completion_task:
-            timer.cancel()
-            outcome = _completed(request.run_id, watch, completion_task.result)
-            break
-        if context.current_utc_datetime >= watch.deadline:
-            outcome = yield from _stop_at_deadline(context, retry, job, watch, policy.deadline_seconds)
-            break
-        try:
-            status = JobStatus.from_payload((yield context.call_activity_with_retry("check_job", retry, job)))
-        except Exception:  # a failed status check is not a failed job: the deadline still bounds the run
-            continue
-        if not status.has_ended:
-            continue
-        # The runner reports just before it exits; give its message a moment to arrive.
-        grace = context.create_timer(
-            context.current_utc_datetime + timedelta(seconds=policy.completion_grace_seconds)
-        )
-        winner = yield context.task_any([completion_task, grace])
-        if winner == completion_task:
-            grace.cancel()
-            outcome = _completed(request.run_id, watch, completion_task.result)
-        else:
-            outcome = _ended_silently(request.run_id, watch, status)
-        break
-    else:
+    outcome = yield from _watch_one_generation(context, retry, request, watch)
+    if outcome is None:
         context.continue_as_new(
             RunTaskInput(request=request, watch=watch.model_copy(update={"generation": watch.generation + 1}))
             .to_payload()
@@ -117,35 +66,155 @@ def run_task(context: df.DurableOrchestrationContext) -> Orchestration:
     return (yield from _record(context, retry, outcome))
 
 
+def _start_job(
+    context: df.DurableOrchestrationContext, retry: BackoffRetryOptions, request: RunRequest, *, attempt: int
+) -> Orchestration:
+    """The watch state of the started job, or the outcome of a start that failed."""
+    _set_phase(context, "starting")
+    try:
+        started = StartJobResult.from_payload((yield context.call_activity_with_retry(
+            "start_job", retry, StartJobInput(request=request, attempt=attempt).to_payload(),
+        )))
+    except Exception as exc:  # the SDK raises a plain Exception once all retries failed
+        started = StartJobResult(refused=RunError(code="job_start_failed", message=_reason(exc)))
+    if started.refused is not None or started.execution_ref is None or started.started_at is None:
+        refused = started.refused or RunError(code="job_start_failed", message="no execution")
+        return RunOutcome(
+            run_id=request.run_id, attempt=attempt, status=RunStatus.FAILED,
+            error=refused.model_copy(update={"message": f"The job could not be started: {refused.message}"}),
+        )
+    return WatchState(
+        attempt=attempt,
+        execution_ref=started.execution_ref,
+        started_at=started.started_at,
+        deadline=context.current_utc_datetime + timedelta(seconds=request.policy.deadline_seconds),
+        generation=1,
+    )
+
+
+def _watch_one_generation(
+    context: df.DurableOrchestrationContext, retry: BackoffRetryOptions, request: RunRequest, watch: WatchState
+) -> Orchestration:
+    """Race the completion message against status checks; the outcome, or None to continue as new.
+
+    The Python SDK 1.x continues as new without the events no wait has taken (the extension's
+    out-of-proc shim calls ContinueAsNew without preserving them; azure-functions-durable-python#331),
+    so a completion that arrived while a check was under way is taken after every check and before
+    the generation ends, never left behind.
+    """
+    policy = request.policy
+    job = JobRefInput(run_id=request.run_id, execution_ref=watch.execution_ref).to_payload()
+    completion = context.wait_for_external_event(RUNNER_COMPLETED_EVENT)
+    for _ in range(policy.checks_per_generation):
+        _set_phase(context, "running", watch)
+        if context.current_utc_datetime < watch.deadline:
+            next_check = min(
+                context.current_utc_datetime + timedelta(seconds=policy.check_interval_seconds), watch.deadline
+            )
+            timer = context.create_timer(next_check)
+            winner = yield context.task_any([completion, timer])
+            if winner == completion:
+                timer.cancel()
+                return _completed(request.run_id, watch, completion.result)
+        if context.current_utc_datetime >= watch.deadline:
+            return (yield from _stop_at_deadline(context, retry, request, watch, completion))
+        try:
+            status: JobStatus | None = JobStatus.from_payload(
+                (yield context.call_activity_with_retry("check_job", retry, job))
+            )
+        except Exception:  # a failed status check is not a failed job: the deadline still bounds the run
+            status = None
+        if completion.is_completed:
+            return _completed(request.run_id, watch, completion.result)
+        if status is not None and status.has_ended:
+            return (yield from _await_report(context, retry, request, watch, completion, status))
+    if completion.is_completed:
+        return _completed(request.run_id, watch, completion.result)
+    return None
+
+
+def _await_report(
+    context: df.DurableOrchestrationContext,
+    retry: BackoffRetryOptions,
+    request: RunRequest,
+    watch: WatchState,
+    completion: Task,
+    status: JobStatus,
+) -> Orchestration:
+    """The job has ended: its message, if it comes within the grace period, else its result document."""
+    grace = context.create_timer(
+        context.current_utc_datetime + timedelta(seconds=request.policy.completion_grace_seconds)
+    )
+    winner = yield context.task_any([completion, grace])
+    if winner == completion:
+        grace.cancel()
+        return _completed(request.run_id, watch, completion.result)
+    lookup = yield from _read_result(context, retry, request.run_id, watch, status.exit_code)
+    if completion.is_completed:  # the message came while the document was being read
+        return _completed(request.run_id, watch, completion.result)
+    if lookup.completion is not None:
+        return _completed(request.run_id, watch, lookup.completion)
+    return _ended_silently(request.run_id, watch, status, lookup.missing_reason)
+
+
+def _read_result(
+    context: df.DurableOrchestrationContext,
+    retry: BackoffRetryOptions,
+    run_id: str,
+    watch: WatchState,
+    exit_code: int | None,
+) -> Orchestration:
+    _set_phase(context, "reading_result", watch)
+    query = ResultQuery(run_id=run_id, attempt=watch.attempt, exit_code=exit_code)
+    try:
+        return ResultLookup.from_payload((yield context.call_activity_with_retry(
+            "read_result", retry, query.to_payload()
+        )))
+    except Exception as exc:
+        return ResultLookup(missing_reason=f"its result document could not be read: {_reason(exc)}")
+
+
 def _stop_at_deadline(
     context: df.DurableOrchestrationContext,
     retry: BackoffRetryOptions,
-    job: dict[str, Any],
+    request: RunRequest,
     watch: WatchState,
-    deadline_seconds: int,
+    completion: Task,
 ) -> Orchestration:
+    """Stop the job; a report that came in the meantime, or a result document, still wins over timed_out."""
     _set_phase(context, "stopping", watch)
+    job = JobRefInput(run_id=request.run_id, execution_ref=watch.execution_ref).to_payload()
     detail = ""
+    exit_code: int | None = None
     try:
         stopped = JobStatus.from_payload((yield context.call_activity_with_retry("stop_job", retry, job)))
         detail = f" ({stopped.detail})" if stopped.detail else ""
+        exit_code = stopped.exit_code
     except Exception as exc:
         detail = f"; stopping it failed too: {_reason(exc)}"
+    if completion.is_completed:
+        return _completed(request.run_id, watch, completion.result)
+    # A job that finished just before the deadline, and whose message was lost, has its document.
+    lookup = yield from _read_result(context, retry, request.run_id, watch, exit_code)
+    if lookup.completion is not None:
+        return _completed(request.run_id, watch, lookup.completion)
     return RunOutcome(
-        run_id=job["run_id"], status=RunStatus.TIMED_OUT, execution_ref=watch.execution_ref,
+        run_id=request.run_id, attempt=watch.attempt, status=RunStatus.TIMED_OUT, execution_ref=watch.execution_ref,
         error=RunError(
             code="deadline_exceeded",
-            message=f"The job ran past its deadline of {deadline_seconds} s and was stopped{detail}. "
+            message=f"The job ran past its deadline of {request.policy.deadline_seconds} s and was stopped{detail}. "
             "Raise RUN_DEADLINE_SECONDS if such runs are expected to take longer.",
         ),
     )
 
 
 def _completed(run_id: str, watch: WatchState, payload: Any) -> RunOutcome:
-    completion = RunnerCompletion.from_payload(payload)
+    # Event data arrives as the extension gives it: a JSON string from the Python client, so parse it.
+    completion = payload if isinstance(payload, RunnerCompletion) else RunnerCompletion.from_payload(payload)
     succeeded = completion.status is RunnerEventStatus.SUCCEEDED
     return RunOutcome(
         run_id=run_id,
+        attempt=watch.attempt,
         status=RunStatus.SUCCEEDED if succeeded else RunStatus.FAILED,
         execution_ref=watch.execution_ref,
         exit_code=completion.exit_code,
@@ -154,16 +223,18 @@ def _completed(run_id: str, watch: WatchState, payload: Any) -> RunOutcome:
     )
 
 
-def _ended_silently(run_id: str, watch: WatchState, status: JobStatus) -> RunOutcome:
+def _ended_silently(run_id: str, watch: WatchState, status: JobStatus, missing_reason: str | None) -> RunOutcome:
     exit_code = "unknown" if status.exit_code is None else str(status.exit_code)
     detail = f" ({status.detail})" if status.detail else ""
+    why = f"; {missing_reason}" if missing_reason else ""
     tail = f" Last output:\n{status.log_tail}" if status.log_tail else ""
     return RunOutcome(
-        run_id=run_id, status=RunStatus.FAILED, execution_ref=watch.execution_ref, exit_code=status.exit_code,
+        run_id=run_id, attempt=watch.attempt, status=RunStatus.FAILED, execution_ref=watch.execution_ref,
+        exit_code=status.exit_code,
         error=RunError(
             code="runner_ended_without_report",
-            message=f"The job ended with exit code {exit_code}{detail} without sending its completion message."
-            + tail,
+            message=f"The job ended with exit code {exit_code}{detail} without a completion message or a valid "
+            f"result document{why}." + tail,
         ),
     )
 

@@ -14,11 +14,12 @@ from typing import Self, TypeVar
 
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from orchestrations.contracts import (
     MAX_DEADLINE_SECONDS,
+    MAX_TIMER_SECONDS,
     PACTA_ARTIFACT_CONTAINERS,
     PACTA_BENCHMARKS_DIR,
     PACTA_DATA_DIR,
@@ -32,6 +33,14 @@ from orchestrations.errors import ConfigurationError
 _CONTAINER_NAME = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
 _CLIENT_ID = r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"
 _MEMORY = r"^\d+(\.\d+)?(Mi|Gi)$"
+# Settings whose values an error message must never repeat.
+_SECRET_SETTINGS = {"CALLBACK_TOKEN_KEY", "AzureWebJobsStorage", "RUNNER_STORAGE_CONNECTION"}
+MIN_CALLBACK_TOKEN_KEY_CHARS = 32
+# What to do about a missing setting that has no default.
+_MISSING_HINTS = {
+    "CALLBACK_TOKEN_KEY": "locally, `python -m local_runner callback-key` prints one (kept in .local/); in Azure, "
+    "reference a Key Vault secret",
+}
 
 
 class BackendName(StrEnum):
@@ -89,6 +98,13 @@ class AppSettings(BaseSettings):
         default=None, pattern=_CLIENT_ID, validation_alias="AzureWebJobsStorage__clientId",
         description="Identity-based storage: client id of the app's user-assigned identity; unset: "
         "DefaultAzureCredential (the system-assigned identity).",
+    )
+    callback_token_key: SecretStr = Field(
+        validation_alias="CALLBACK_TOKEN_KEY",
+        description="The app's secret from which each run's callback token is derived (HMAC-SHA256 of the run id "
+        f"and attempt); at least {MIN_CALLBACK_TOKEN_KEY_CHARS} random characters. In Azure a Key Vault reference; "
+        "locally `python -m local_runner callback-key` makes one under .local/. Changing it makes the runs under "
+        "way unable to report: they end `runner_ended_without_report`.",
     )
     functions_environment: str | None = Field(
         default=None,
@@ -185,17 +201,20 @@ class AppSettings(BaseSettings):
     run_deadline_seconds: int = Field(
         default=3600, gt=0, le=MAX_DEADLINE_SECONDS, validation_alias="RUN_DEADLINE_SECONDS"
     )
+    # Each is a durable timer's length: below 6 days, as the Azure Storage provider requires.
     status_check_interval_seconds: int = Field(
-        default=60, gt=0, validation_alias="STATUS_CHECK_INTERVAL_SECONDS"
+        default=60, gt=0, le=MAX_TIMER_SECONDS, validation_alias="STATUS_CHECK_INTERVAL_SECONDS"
     )
-    completion_grace_seconds: int = Field(default=30, ge=0, validation_alias="COMPLETION_GRACE_SECONDS")
+    completion_grace_seconds: int = Field(
+        default=30, ge=0, le=MAX_TIMER_SECONDS, validation_alias="COMPLETION_GRACE_SECONDS"
+    )
     status_checks_per_generation: int = Field(
         default=50, ge=1, validation_alias="STATUS_CHECKS_PER_GENERATION",
         description="Status checks before the orchestration continues as new (bounds its history).",
     )
     activity_max_attempts: int = Field(default=4, ge=1, le=20, validation_alias="ACTIVITY_MAX_ATTEMPTS")
     activity_first_retry_seconds: float = Field(
-        default=2.0, gt=0, validation_alias="ACTIVITY_FIRST_RETRY_SECONDS"
+        default=2.0, gt=0, le=MAX_TIMER_SECONDS, validation_alias="ACTIVITY_FIRST_RETRY_SECONDS"
     )
     process_work_dir: str = Field(
         default=".local/process-runs",
@@ -278,6 +297,16 @@ class AppSettings(BaseSettings):
         pattern=r"^/",
         description="create_*: PACTA_DATA_DIR of the PACTA command, an absolute path inside the job.",
     )
+
+    @field_validator("callback_token_key")
+    @classmethod
+    def _key_is_long_enough(cls, key: SecretStr) -> SecretStr:
+        if len(key.get_secret_value().strip()) < MIN_CALLBACK_TOKEN_KEY_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_CALLBACK_TOKEN_KEY_CHARS} random characters, e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        return key
 
     @field_validator("create_report_command", "create_audit_command", "create_dashboard_command")
     @classmethod
@@ -509,8 +538,10 @@ def load(model: type[SettingsModel]) -> SettingsModel:
         for error in exc.errors():
             setting = ".".join(str(part) for part in error["loc"]) or "settings"
             value = error.get("input")
-            shown = "" if isinstance(value, dict) or error["type"] == "missing" else f" (got {value!r})"
-            problems.append(f"{setting}: {error['msg']}{shown}")
+            hidden = isinstance(value, dict) or error["type"] == "missing" or setting in _SECRET_SETTINGS
+            shown = "" if hidden else f" (got {value!r})"
+            hint = f" ({_MISSING_HINTS[setting]})" if error["type"] == "missing" and setting in _MISSING_HINTS else ""
+            problems.append(f"{setting}: {error['msg']}{shown}{hint}")
         raise ConfigurationError(
             "invalid_settings",
             "The app settings are invalid: " + "; ".join(problems)

@@ -84,6 +84,12 @@ class RunnerSettings(BaseModel):
     run_id: str = Field(
         validation_alias=RunnerEnv.RUN_ID.value, min_length=1, description="The run's id."
     )
+    attempt: int = Field(
+        default=1,
+        ge=1,
+        validation_alias=RunnerEnv.ATTEMPT.value,
+        description="The run's start attempt, which the callback token belongs to.",
+    )
     callback_token: SecretStr = Field(
         validation_alias=RunnerEnv.CALLBACK_TOKEN.value,
         min_length=16,
@@ -133,6 +139,7 @@ class RunnerSettings(BaseModel):
         return OutputPrefix.parse(value) if isinstance(value, str) else value
 
     @field_validator(
+        "attempt",
         "storage_connection_string",
         "blob_account_url",
         "queue_account_url",

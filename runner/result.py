@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from orchestrations.contracts import (
+    RESULT_DOCUMENT_NAME,
     PactaArtifact,
     PactaBlob,
     PactaParsedOutput,
@@ -21,7 +22,7 @@ from orchestrations.contracts import (
 from runner.environment import TaskSettings
 from runner.tasks.base import OutputFile, TaskOutcome
 
-RESULT_NAME = "result.json"
+RESULT_NAME = RESULT_DOCUMENT_NAME
 LOG_NAME = "runner.log"
 
 

@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from orchestrations.contracts import RunError, RunnerEvent, RunnerEventStatus, parse_blob_uri
+from orchestrations.contracts import (
+    RESULT_PROOF_METADATA,
+    RunError,
+    RunnerEvent,
+    RunnerEventStatus,
+    parse_blob_uri,
+    result_proof,
+)
 from runner import __version__
 from runner.environment import RunnerSettings, TaskSettings
 from runner.errors import (
@@ -194,8 +201,10 @@ def _report(
                 finished_at=finished_at,
                 log_uri=storage.output_uri(LOG_NAME),
             )
-            result_uri = storage.upload_text(
-                render_result_document(document), RESULT_NAME, content_type="application/json"
+            body = render_result_document(document).encode("utf-8")
+            proof = result_proof(settings.callback_token.get_secret_value(), body)
+            result_uri = storage.upload_bytes(
+                body, RESULT_NAME, content_type="application/json", metadata={RESULT_PROOF_METADATA: proof}
             )
         except RunnerError as upload_error:
             logger.error("%s", upload_error.message)
@@ -208,6 +217,7 @@ def _report(
     log_uri = _upload_log(storage, workspace)
     event = RunnerEvent(
         run_id=settings.run_id,
+        attempt=settings.attempt,
         token=settings.callback_token.get_secret_value(),
         status=RunnerEventStatus.SUCCEEDED if error is None else RunnerEventStatus.FAILED,
         exit_code=exit_code,

@@ -251,11 +251,12 @@ class RunStorage:
         logger.info("uploaded %d file(s), %d at a time", len(files), workers)
         return [uploaded[index] for index in range(len(files))]
 
-    def upload_text(self, text: str, relative: str, *, content_type: str) -> str:
+    def upload_bytes(
+        self, data: bytes, relative: str, *, content_type: str, metadata: dict[str, str] | None = None
+    ) -> str:
+        """Upload `data` to `<prefix><relative>` (with blob metadata, if given) and return its URI."""
         name = self._prefix.blob_name(relative)
-        return self._upload(
-            text.encode("utf-8"), self._prefix.container, name, content_type=content_type
-        )
+        return self._upload(data, self._prefix.container, name, content_type=content_type, metadata=metadata)
 
     def ensure_output_container(self) -> None:
         """Create the output container if missing (see `ensure_container`)."""
@@ -297,13 +298,22 @@ class RunStorage:
             return self._upload(data, file.container, file.name, content_type=file.content_type)
 
     def _upload(
-        self, data: bytes | BinaryIO, container: str, name: str, *, content_type: str
+        self,
+        data: bytes | BinaryIO,
+        container: str,
+        name: str,
+        *,
+        content_type: str,
+        metadata: dict[str, str] | None = None,
     ) -> str:
         blob = self._clients.blob_service.get_blob_client(container, name)
         uri = blob_uri(container, name)
         try:
             blob.upload_blob(
-                data, overwrite=True, content_settings=ContentSettings(content_type=content_type)
+                data,
+                overwrite=True,
+                content_settings=ContentSettings(content_type=content_type),
+                metadata=metadata,
             )
         except AzureError as error:
             raise RunnerError(

@@ -46,6 +46,16 @@ def missing_service(reason: str) -> None:
     pytest.skip(reason)
 
 
+# The app's callback token key in tests; a test about the setting itself removes or replaces it.
+TEST_CALLBACK_TOKEN_KEY = "test-callback-token-key-" + "k" * 24
+
+
+@pytest.fixture(autouse=True)
+def callback_token_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("CALLBACK_TOKEN_KEY", TEST_CALLBACK_TOKEN_KEY)
+    return TEST_CALLBACK_TOKEN_KEY
+
+
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private, in-memory Azurite on free loopback ports; yields its connection string."""

@@ -53,7 +53,7 @@ def test_worker_finds_every_function_through_the_entry_module(index: Any) -> Non
 
     assert sorted(functions) == sorted([
         "on_upload", "on_runner_event", "get_run", "list_runs",
-        "run_task", "prepare_run", "start_job", "check_job", "stop_job", "record_outcome",
+        "run_task", "start_job", "check_job", "stop_job", "read_result", "record_outcome",
     ])
 
 
@@ -100,7 +100,7 @@ def test_orchestrator_and_activities_have_their_durable_triggers(index: Any) -> 
     functions = index()
 
     assert functions["run_task"] == [{"direction": "IN", "type": "orchestrationTrigger", "name": "context"}]
-    for activity in ("prepare_run", "start_job", "check_job", "stop_job", "record_outcome"):
+    for activity in ("start_job", "check_job", "stop_job", "read_result", "record_outcome"):
         assert functions[activity] == [{"direction": "IN", "type": "activityTrigger", "name": "payload"}]
 
 

@@ -9,6 +9,7 @@ Azurite (the `AzureWebJobsStorage` connection), so a restarted host resumes its 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -31,7 +32,7 @@ from local_runner.host.functions import (
     load_function_index,
 )
 from local_runner.host.http import HttpServer
-from local_runner.host.settings import HostSettings, default_host_id, load_host_settings
+from local_runner.host.settings import HostSettings, QueueSettings, default_host_id, load_host_settings
 from local_runner.host.triggers import BlobTriggerPoller, QueueTriggerPoller, TriggerPoller
 from orchestrations.errors import ConfigurationError
 
@@ -51,9 +52,11 @@ class LocalHost:
         http_port: int = 0,
         poll_interval: float = DEFAULT_POLL_INTERVAL_SECONDS,
         activity_overrides: Mapping[str, Callable[[str | None], str]] | None = None,
+        queue_settings: QueueSettings | None = None,
     ) -> None:
         """`activity_overrides` replaces activities by name (input JSON -> result JSON), as
-        Temporal's tests register a stub under an activity's name; production never passes it."""
+        Temporal's tests register a stub under an activity's name; `queue_settings` replaces host.json's
+        `extensions.queues` (a test of retries need not wait minutes). Production passes neither."""
         self.app_dir = app_dir.resolve()
         self.clock: Clock = clock or SystemClock()
         self._http_port = http_port
@@ -61,6 +64,8 @@ class LocalHost:
         self._stopped = threading.Event()
         self._activity_overrides = dict(activity_overrides or {})
         self.settings: HostSettings = load_host_settings(self.app_dir)
+        if queue_settings is not None:
+            self.settings = dataclasses.replace(self.settings, queues=queue_settings)
         self.functions: FunctionIndex = load_function_index(self.app_dir)
         self._connection = _setting(STORAGE_CONNECTION_SETTING)
         self.invoker = Invoker(durable_client=self._client_binding)

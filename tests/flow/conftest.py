@@ -20,8 +20,10 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from local_runner.docker_backend import RUN_ID_LABEL
-from local_runner.host.clock import Clock
+from local_runner.host.clock import Clock, ManualClock
 from local_runner.host.host import LocalHost
+from local_runner.host.settings import QueueSettings
+from local_runner.host.triggers import QueueTriggerPoller
 from orchestrations import runtime
 from orchestrations.contracts import RunRecord
 from orchestrations.intake import derive_run_id
@@ -41,6 +43,8 @@ class FlowEnv:
     hosts: list[LocalHost] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
     cloud: ContainerAppsCloud | None = None
+    # Queue triggers a test delivers itself (`poll_once`), when it started the host without them.
+    held_queue_triggers: list[QueueTriggerPoller] = field(default_factory=list)
 
     @property
     def backend(self) -> str:
@@ -156,12 +160,20 @@ def _remove_containers(run_ids: list[str]) -> None:
 def start_host(flow_env: FlowEnv, monkeypatch: pytest.MonkeyPatch) -> Callable[..., LocalHost]:
     def start(
         *, clock: Clock | None = None, activity_overrides: dict[str, Callable[[str | None], str]] | None = None,
-        **settings: str,
+        queue_settings: QueueSettings | None = None, deliver_completions: bool = True, **settings: str,
     ) -> LocalHost:
+        """`deliver_completions=False` holds the queue triggers back: the runner's messages stay in the queue
+        unless the test delivers them (`flow_env.held_queue_triggers`)."""
         for key, value in settings.items():
             monkeypatch.setenv(key, value)
         runtime.reset()
-        host = LocalHost(PROJECT_ROOT, clock=clock, poll_interval=0.1, activity_overrides=activity_overrides)
+        host = LocalHost(
+            PROJECT_ROOT, clock=clock, poll_interval=0.1, activity_overrides=activity_overrides,
+            queue_settings=queue_settings,
+        )
+        if not deliver_completions:
+            flow_env.held_queue_triggers = [p for p in host.pollers if isinstance(p, QueueTriggerPoller)]
+            host.pollers = [p for p in host.pollers if not isinstance(p, QueueTriggerPoller)]
         flow_env.hosts.append(host)
         return host.start()
 
@@ -175,6 +187,21 @@ def wait_for_end(flow: FlowEnv, run_id: str, *, timeout: float = 60.0,
         return record if record is not None and record.status.value in TERMINAL else None
 
     return wait_for(ended, timeout=timeout, step=step)  # type: ignore[no-any-return]
+
+
+def drive(host: LocalHost, clock: ManualClock, flow: FlowEnv, run_id: str, *, seconds_per_step: float) -> RunRecord:
+    """Deliver triggers and move orchestration time forward until the run ends."""
+
+    def step() -> None:
+        host.poll_triggers_once()
+        clock.advance(seconds_per_step)
+
+    return wait_for_end(flow, run_id, step=step)
+
+
+def scheduled_activities(host: LocalHost, run_id: str) -> list[str]:
+    """The activities the instance's current generation scheduled, in order."""
+    return [event["Name"] for event in host.engine.get_history(run_id) if event["EventType"] == 4]
 
 
 def api_get(host: LocalHost, path: str) -> requests.Response:

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import docker
 import pytest
+from pydantic import SecretStr
 
 from local_runner.host.host import LocalHost
+from orchestrations.callback_tokens import derive_callback_token
 from orchestrations.contracts import ResultDocument, RunStatus
+from tests.conftest import TEST_CALLBACK_TOKEN_KEY
 from tests.flow.conftest import FlowEnv, api_get, md5, wait_for, wait_for_end
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
@@ -47,21 +50,16 @@ def test_simple_portfolio_runs_to_success_with_one_recorded_output(
     assert view["status"] == "succeeded"
     assert view["orchestration"]["runtime_status"] == "Completed"
     assert view["orchestration"]["custom_status"] == {"phase": "done", "status": "succeeded"}
-    assert "callback_token_sha256" not in view
-    token = callback_token(host, run_id)
-    secrets = [token, flow_env.connection.split("AccountKey=")[1].split(";")[0]]
+    token = derive_callback_token(SecretStr(TEST_CALLBACK_TOKEN_KEY), run_id, 1)
+    secrets = [token, TEST_CALLBACK_TOKEN_KEY, flow_env.connection.split("AccountKey=")[1].split(";")[0]]
     logged = caplog.text + flow_env.read_blob(record.log_uri).decode()
+    kept = json.dumps(host.engine.get_history(run_id)) + json.dumps(view) + record.model_dump_json()
     assert f"Started run {run_id}" in caplog.text
     if flow_env.backend == "docker":
         container = docker.from_env().containers.get(f"pacta-run-{run_id}")
         assert container.image.tags == [flow_env.env.get("RUNNER_IMAGE", "pacta-runner:local")]
         assert container.labels["runner.task-type"] == "parse_portfolio"
-    assert [secret for secret in secrets if secret in logged] == []
-
-
-def callback_token(host: LocalHost, run_id: str) -> str:
-    prepared = next(e for e in host.engine.get_history(run_id) if e["EventType"] == 5)  # prepare_run's result
-    return str(json.loads(prepared["Result"])["callback_token"])
+    assert [secret for secret in secrets if secret in logged + kept] == []
 
 
 def test_multi_portfolio_file_gives_two_outputs_named_in_the_manifest(

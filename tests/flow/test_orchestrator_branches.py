@@ -21,22 +21,12 @@ from azure.storage.queue import QueueClient
 from local_runner.host.clock import ManualClock
 from local_runner.host.host import LocalHost
 from orchestrations import activities, runtime
-from orchestrations.contracts import ExecutionRef, RunnerEvent, RunnerEventStatus, RunRecord, RunStatus
-from tests.flow.conftest import FlowEnv, wait_for, wait_for_end
+from orchestrations.contracts import ExecutionRef, RunnerEvent, RunnerEventStatus, RunStatus
+from tests.flow.conftest import FlowEnv, drive, scheduled_activities, wait_for
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
 
 PORTFOLIO = b"isin,market_value,currency\nGB0007980591,10000,USD\n"
-
-
-def drive(host: LocalHost, clock: ManualClock, flow: FlowEnv, run_id: str, *, seconds_per_step: float) -> RunRecord:
-    """Deliver triggers and move orchestration time forward until the run ends."""
-
-    def step() -> None:
-        host.poll_triggers_once()
-        clock.advance(seconds_per_step)
-
-    return wait_for_end(flow, run_id, step=step)
 
 
 HISTORIES = Path(__file__).resolve().parent.parent / "replay" / "histories"
@@ -47,10 +37,6 @@ def keep_history(host: LocalHost, run_id: str, name: str) -> None:
     if os.environ.get("RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(parents=True, exist_ok=True)
         (HISTORIES / f"{name}.json").write_text(json.dumps(host.engine.get_history(run_id), indent=1) + "\n")
-
-
-def scheduled_activities(host: LocalHost, run_id: str) -> list[str]:
-    return [event["Name"] for event in host.engine.get_history(run_id) if event["EventType"] == 4]
 
 
 def is_running(flow: FlowEnv, run_id: str) -> bool:
@@ -77,7 +63,7 @@ def test_completion_message_wins_without_any_status_check(
     record = drive(host, clock, flow_env, run_id, seconds_per_step=0)
 
     assert record.status is RunStatus.SUCCEEDED
-    assert scheduled_activities(host, run_id) == ["prepare_run", "start_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == ["start_job", "record_outcome"]
     keep_history(host, run_id, "succeeded_on_event")
 
 
@@ -172,7 +158,7 @@ def test_a_start_no_retry_can_help_fails_the_run_at_once_with_the_backends_reaso
     assert record.status is RunStatus.FAILED
     assert record.error is not None and record.error.code == "image_not_found"
     assert "pacta-no-such-image:missing" in record.error.message and "make images" in record.error.message
-    assert scheduled_activities(host, run_id) == ["prepare_run", "start_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == ["start_job", "record_outcome"]
     assert record.attempts == 0
 
 

@@ -303,10 +303,12 @@ def test_a_command_that_writes_nothing_fails_with_no_artifacts(
 
 
 def test_pactas_default_command_is_run_and_its_absence_named(
-    run_runner: RunRunner, analysis_env: BuildEnv, run_storage: StorageView
+    run_runner: RunRunner, analysis_env: BuildEnv, run_storage: StorageView, tmp_path: Path
 ) -> None:
     env = analysis_env("create_dashboard")
     del env.variables["RUNNER_TASK_COMMAND"]
+    # A PATH with no Rscript on it, whatever this machine has installed.
+    env.variables["PATH"] = str(tmp_path / "empty-path")
 
     process = run_runner(env.variables)
 
@@ -317,6 +319,30 @@ def test_pactas_default_command_is_run_and_its_absence_named(
         event.error.message
     )
     assert "CREATE_DASHBOARD_COMMAND" in event.error.message
+
+
+def test_pactas_default_command_found_without_its_script_fails_with_rscripts_words(
+    run_runner: RunRunner, analysis_env: BuildEnv, run_storage: StorageView, tmp_path: Path
+) -> None:
+    env = analysis_env("create_dashboard")
+    del env.variables["RUNNER_TASK_COMMAND"]
+    # An Rscript that, like R's own on a machine without PACTA's scripts, cannot open the script.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    rscript = bin_dir / "Rscript"
+    rscript.write_text(f"#!/bin/sh\necho \"Fatal error: cannot open file '$2': No such file or directory\" >&2\nexit 2\n")
+    rscript.chmod(0o755)
+    env.variables["PATH"] = str(bin_dir)
+
+    process = run_runner(env.variables)
+
+    assert process.exit_code == 1
+    event = only_event(run_storage)
+    assert event.error is not None and event.error.code == "pacta_command_failed"
+    assert "exited with code 2" in event.error.message
+    assert "cannot open file '/workflow.pacta.dashboard/inst/extdata/scripts/prepare_dashboard_data.R'" in (
+        event.error.message
+    )
 
 
 def test_an_invalid_holdings_date_fails_the_run_with_invalid_request_before_the_command(
