@@ -3,8 +3,9 @@
 The SDK answers each replay with every action since the orchestration started (schema V2/V3: one
 list, compound actions nested; reference/durable-functions.md section A2). Flattened depth-first,
 the actions that take a sequence number are the orchestration's effects, in order. The effects
-already turned into history must come out again, in the same order, on every replay: otherwise the
-code changed under a running instance, and the instance fails as the extension fails it.
+already turned into history must come out again on every replay, checked as DTFx checks them
+(`find_nondeterminism`): otherwise the code changed under a running instance, and the instance
+fails as the extension fails it.
 """
 
 from __future__ import annotations
@@ -140,16 +141,85 @@ def effects_of(actions: Sequence[dict[str, Any]]) -> list[tuple[Effect, dict[str
     return effects
 
 
-def find_nondeterminism(recorded: Sequence[Effect], replayed: Sequence[Effect]) -> str | None:
-    """The extension's error message if the replay does not start with the recorded effects."""
-    for position, expected in enumerate(recorded):
+# The DTFx history event each effect kind is scheduled as, and the orchestrator action that
+# schedules it: the extension turns CallActivity and CallActivityWithRetry alike into
+# `ScheduleTask` (DurableOrchestrationContext.CallDurableTaskFunctionAsync, ScheduleTask /
+# ScheduleWithRetry), CreateTimer into `CreateTimer` (TaskOrchestrationContext.CreateTimer).
+_DTFX_ACTION = {
+    "CallActivity": "ScheduleTaskOrchestratorAction",
+    "CallActivityWithRetry": "ScheduleTaskOrchestratorAction",
+    "CreateTimer": "CreateTimerOrchestratorAction",
+}
+_CHANGED = (
+    "Was a change made to the orchestrator code after this instance had already started running?"
+)
+
+
+def find_nondeterminism(
+    recorded: Sequence[tuple[int, Effect]], replayed: Sequence[Effect]
+) -> str | None:
+    """DTFx's error if the replay does not schedule the recorded effects; None if it does.
+
+    `recorded` pairs each effect in history with its sequence number. DTFx checks each
+    TaskScheduled / TimerCreated of the history against the action the replay scheduled under
+    that number: an action must be there, of the same DTFx type, and an activity must have the
+    same name, compared without case. The version is "" (the extension's DefaultVersion), and
+    CallActivity vs CallActivityWithRetry is no difference (both are a ScheduleTask). Messages
+    and checks: Azure/durabletask durabletask.core-v2.17.1 src/DurableTask.Core/
+    TaskOrchestrationContext.cs HandleTaskScheduledEvent (L277-309), HandleTimerCreatedEvent
+    (L311-339); the prefix is NonDeterministicOrchestrationException(int, string) (Exceptions/
+    NonDeterministicOrchestrationException.cs L57-61).
+    """
+    for position, (seq, expected) in enumerate(recorded):
         actual = replayed[position] if position < len(replayed) else None
-        if actual != expected:
-            did = actual.describe() if actual else "nothing (it scheduled fewer tasks)"
-            return (
-                f"{NONDETERMINISM_PREFIX}: history has {expected.describe()} at position "
-                f"{position} vs the orchestrator code now scheduled {did}. The code changed while "
-                "this instance was running, or it depends on something other than its input, "
-                "activity results and context.current_utc_datetime."
-            )
+        detail = _timer_mismatch(seq, actual) if expected.kind == "CreateTimer" else (
+            _task_mismatch(seq, expected.name, actual)
+        )
+        if detail is not None:
+            return f"{NONDETERMINISM_PREFIX}: {detail}"
     return None
+
+
+def _task_mismatch(seq: int, name: str, actual: Effect | None) -> str | None:
+    if actual is None:
+        return (
+            f"A previous execution of this orchestration scheduled an activity task with sequence "
+            f"ID {seq} and name '{name}' (version ''), but the current replay execution hasn't "
+            f"(yet?) scheduled this task. {_CHANGED}"
+        )
+    if _DTFX_ACTION[actual.kind] != "ScheduleTaskOrchestratorAction":
+        return (
+            f"A previous execution of this orchestration scheduled an activity task with sequence "
+            f"number {seq} named '{name}', but the current orchestration replay instead produced "
+            f"a {_DTFX_ACTION[actual.kind]} action with this sequence number. {_CHANGED}"
+        )
+    if not _same_ignoring_case(name, actual.name):
+        return (
+            f"A previous execution of this orchestration scheduled an activity task with sequence "
+            f"number {seq} named '{name}', but the current orchestration replay instead scheduled "
+            f"an activity task named '{actual.name}' with this sequence number.  {_CHANGED}"
+        )
+    return None
+
+
+def _timer_mismatch(seq: int, actual: Effect | None) -> str | None:
+    if actual is None:
+        return (
+            f"A previous execution of this orchestration scheduled a timer task with sequence "
+            f"number {seq} but the current replay execution hasn't (yet?) scheduled this task. "
+            f"{_CHANGED}"
+        )
+    if _DTFX_ACTION[actual.kind] != "CreateTimerOrchestratorAction":
+        return (
+            f"A previous execution of this orchestration scheduled a timer task with sequence "
+            f"number {seq} named but the current orchestration replay instead produced a "
+            f"{_DTFX_ACTION[actual.kind]} action with this sequence number. {_CHANGED}"
+        )
+    return None
+
+
+def _same_ignoring_case(a: str, b: str) -> bool:
+    """.NET StringComparison.OrdinalIgnoreCase: equal length, each character equal up to case."""
+    return len(a) == len(b) and all(
+        x == y or x.upper() == y.upper() for x, y in zip(a, b, strict=True)
+    )

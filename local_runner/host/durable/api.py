@@ -14,9 +14,11 @@ and bodies follow the extension's HttpApiHandler.cs (the ones the Python client 
     POST instances/{id}/raiseEvent/{eventName}          202; 404; 410 finished; 400 not JSON
     POST instances/{id}/terminate?reason=               202; 404; 410 finished
 
-The Python client posts inputs and event data as JSON *strings* holding the JSON (it serialises
-twice); a body that decodes to a string which is itself JSON is taken as that JSON. A body of any
-other JSON value (curl, another client) is taken as the value.
+A body is taken as the extension takes it: parsed as JSON and stored as that value's JSON, nothing
+unwrapped (`_start_input`, `_event_data`). The Python client serialises inputs and event data and
+then posts that text as JSON again (DurableOrchestrationClient.start_new / raise_event: df_dumps /
+json.dumps, then aiohttp `json=`), so the extension stores a JSON *string* and the orchestrator
+gets a `str` from `get_input()` and from the event (azure-functions-durable-python#295).
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ async def _start(request: web.Request) -> web.Response:
     engine = request.app[ENGINE_KEY]
     name = request.match_info["function_name"]
     try:
-        input_json = _json_payload(await request.text())
+        input_json = _start_input(await request.text())
     except ValueError as exc:
         return _error(400, "Invalid JSON content", str(exc))
     try:
@@ -171,7 +173,7 @@ async def _raise_event(request: web.Request) -> web.Response:
     if request.content_type.lower() != "application/json":
         return _error(400, "Only application/json request content is supported", "")
     try:
-        data_json = _json_payload(await request.text())
+        data_json = _event_data(await request.text())
     except ValueError as exc:
         return _error(400, "Invalid JSON content", str(exc))
     try:
@@ -197,18 +199,35 @@ async def _terminate(request: web.Request) -> web.Response:
     return web.Response(status=202)
 
 
-def _json_payload(body: str) -> str | None:
-    """The JSON text a request carries (see the module docstring); None for an empty body."""
+def _start_input(body: str) -> str | None:
+    """The orchestration input the extension stores for a start request's body.
+
+    HttpApiHandler.HandleStartOrchestratorRequestAsync (L857-898): no body means no input, else
+    `JsonConvert.DeserializeObject(body)` (JsonReaderException -> 400 "Invalid JSON content"),
+    passed to StartNewAsync, which stores that value serialised again (DurableClient.StartNewAsync
+    L204 -> TaskHubClient.CreateOrchestrationInstanceAsync, SerializeInternal).
+    """
     if not body.strip():
         return None
-    value: Any = json.loads(body)
-    if isinstance(value, str):
-        try:
-            json.loads(value)
-        except ValueError:
-            return json.dumps(value)
-        return value
-    return json.dumps(value)
+    return _compact(json.loads(body))
+
+
+def _event_data(body: str) -> str:
+    """The EventRaised input the extension stores for a raiseEvent request's body.
+
+    HttpApiHandler.HandleRaiseEventRequestAsync (L978-1018): `MessagePayloadDataConverter.
+    ConvertToJToken(body)`, which refuses an empty body too (JsonReaderException -> 400 "Invalid
+    JSON content"), then RaiseEventAsync serialises that token (DurableTask.Core 2.17.1
+    TaskHubClient.RaiseEventAsync L716-726).
+    """
+    if not body.strip():
+        raise ValueError("Error reading JToken from JsonReader. Path '', line 0, position 0.")
+    return _compact(json.loads(body))
+
+
+def _compact(value: Any) -> str:
+    # Newtonsoft's output for a JToken: no whitespace, non-ASCII characters unescaped.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _flag(value: str | None, *, default: bool) -> bool:

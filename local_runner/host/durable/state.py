@@ -2,8 +2,10 @@
 
 Besides the history the SDK replays, an instance carries the engine's own bookkeeping: the effects
 already recorded (for the determinism check), the next sequence number, events waiting to be
-applied (the inbox), activities in flight, retry progress and pending timers. All of it is saved
-after every change, so a new engine over the same store carries on where the last one stopped.
+applied (the inbox), activities in flight, retry progress, pending timers (cancelled ones too: they
+still fire), and, while the orchestrator is done but tasks are still open, that it waits for them
+and which external events it carries over to its next generation. All of it is saved after every
+change, so a new engine over the same store carries on where the last one stopped.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from local_runner.host.durable.actions import Effect
 from local_runner.host.durable.history import HistoryEvent, format_timestamp, parse_timestamp
 
 STATE_SCHEMA_VERSION = 1
+# The extension's RetryOptions.MaxRetryInterval when none is given (RetryOptions.cs L18): 6 days.
+DEFAULT_MAX_RETRY_INTERVAL_MS = 6 * 24 * 3600 * 1000
 
 
 class RuntimeStatus(StrEnum):
@@ -73,14 +77,17 @@ class RetryState:
         return int(self.options.get("maxNumberOfAttempts", 1))
 
     def delay_seconds(self, failures: int) -> float:
-        """DTFx's delay before retry number `failures` (1 after the first failure)."""
+        """DTFx's delay before retry number `failures` (1 after the first failure).
+
+        RetryInterceptor.ComputeNextDelay (DurableTask.Core 2.17.1 RetryInterceptor.cs L103-125):
+        first interval * backoff ** (failures - 1), capped at the max retry interval, which is
+        6 days when the SDK sends none (extension RetryOptions.cs L18, L31).
+        """
         first = float(self.options.get("firstRetryIntervalInMilliseconds", 0))
         backoff = float(self.options.get("backoffCoefficient", 1.0))
         delay = first * backoff ** (failures - 1)
-        cap = self.options.get("maxRetryIntervalInMilliseconds")
-        if cap is not None and cap > 0:
-            delay = min(delay, float(cap))
-        return delay / 1000.0
+        cap = self.options.get("maxRetryIntervalInMilliseconds", DEFAULT_MAX_RETRY_INTERVAL_MS)
+        return min(delay, float(cap)) / 1000.0
 
 
 @dataclass
@@ -110,6 +117,10 @@ class InstanceState:
     activities: dict[int, ActivityCall] = field(default_factory=dict)
     retries: dict[int, RetryState] = field(default_factory=dict)
     timers: dict[int, PendingTimer] = field(default_factory=dict)
+    # The orchestrator has returned, failed or continued as new, but DTFx still has open tasks.
+    awaiting_open_tasks: bool = False
+    # External events to hand to the next generation (processed after it continued as new).
+    carryover: list[HistoryEvent] = field(default_factory=list)
     # The store's etag for the version this object was read as or last saved as; not persisted.
     etag: str | None = None
 
@@ -148,6 +159,8 @@ class InstanceState:
                 {"seq": t.seq, "fireAt": format_timestamp(t.fire_at), "retryOf": t.retry_of}
                 for t in self.timers.values()
             ],
+            "awaitingOpenTasks": self.awaiting_open_tasks,
+            "carryover": self.carryover,
         }
 
     @classmethod
@@ -175,5 +188,7 @@ class InstanceState:
             activities={a.seq: a for a in activities},
             retries={r.first_seq: r for r in retries},
             timers={t.seq: t for t in timers},
+            awaiting_open_tasks=data.get("awaitingOpenTasks", False),
+            carryover=data.get("carryover", []),
             etag=etag,
         )

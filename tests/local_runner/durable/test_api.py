@@ -67,6 +67,14 @@ async def idle(engine: OrchestrationEngine) -> None:
 
 
 def test_a_client_starts_watches_and_completes_an_instance_through_the_api(run_api):
+    """Inputs and event data sent by the Python client reach the orchestrator as JSON strings.
+
+    The client posts `json.dumps(value)` as JSON (DurableOrchestrationClient.start_new /
+    raise_event, utils/http_utils.post_async_request `json=`), and the extension stores the token
+    it parses, a string (azure-functions-durable-extension HttpApiHandler.
+    HandleStartOrchestratorRequestAsync L868-873, HandleRaiseEventRequestAsync L1006-1016;
+    azure-functions-durable-python#295).
+    """
     async def scenario(client: Client, _: str, engine: Engine):
         instance_id = await client.start_new("approval", None, {"run": "r1"})
         await idle(engine)
@@ -80,12 +88,52 @@ def test_a_client_starts_watches_and_completes_an_instance_through_the_api(run_a
 
     assert running.runtime_status == df.OrchestrationRuntimeStatus.Running
     assert (running.input_, running.custom_status) == (
-        {"run": "r1"}, {"phase": "waiting", "for": {"run": "r1"}},
+        '{"run": "r1"}', {"phase": "waiting", "for": '{"run": "r1"}'},
     )
     assert done.runtime_status == df.OrchestrationRuntimeStatus.Completed
-    assert (done.instance_id, done.output) == (instance_id, {"decision": {"ok": True}})
+    assert (done.instance_id, done.output) == (instance_id, {"decision": '{"ok": true}'})
     assert [e["EventType"] for e in done.historyEvents] == [
         "ExecutionStarted", "EventRaised", "ExecutionCompleted",
+    ]
+
+
+def test_an_orchestrator_that_indexes_its_input_or_event_data_as_a_dict_fails(
+    make_engine: EngineFactory,
+):
+    """Code that treats the client's input or event data as a dict fails here as under the host.
+
+    Both arrive as `str` (HttpApiHandler.HandleStartOrchestratorRequestAsync L868-873,
+    HandleRaiseEventRequestAsync L1006-1016; azure-functions-durable-python#295).
+    """
+    def by_input(context: df.DurableOrchestrationContext) -> Any:
+        yield from ()
+        return context.get_input()["run"]
+
+    def by_event(context: df.DurableOrchestrationContext) -> Any:
+        event = yield context.wait_for_external_event("Approval")
+        return event["ok"]
+
+    engine = make_engine({"by_input": by_input, "by_event": by_event})
+
+    async def scenario(client: Client, _: str, engine: Engine):
+        first = await client.start_new("by_input", None, {"run": "r1"})
+        second = await client.start_new("by_event", None, None)
+        await idle(engine)
+        await client.raise_event(second, "Approval", {"ok": True})
+        await idle(engine)
+        return [await client.get_status(i) for i in (first, second)]
+
+    async def main() -> Any:
+        async with serving(engine) as (client, base):
+            return await scenario(client, base, engine)
+
+    statuses = asyncio.run(main())
+
+    assert [(s.runtime_status, s.output) for s in statuses] == [
+        (df.OrchestrationRuntimeStatus.Failed,
+         "Orchestrator function 'by_input' failed: string indices must be integers, not 'str'"),
+        (df.OrchestrationRuntimeStatus.Failed,
+         "Orchestrator function 'by_event' failed: string indices must be integers, not 'str'"),
     ]
 
 
@@ -104,7 +152,8 @@ def test_start_answers_with_management_urls_that_work(run_api):
     assert (started, payload["id"], polled) == (202, "fixed-id", 202)
     instance_url = payload["statusQueryGetUri"].split("?")[0]
     assert payload["sendEventPostUri"].startswith(f"{instance_url}/raiseEvent/")
-    assert (status["runtimeStatus"], status["input"]) == ("Running", "x")
+    # aiohttp's json= posts the text '"x"' as a JSON string; nothing is unwrapped.
+    assert (status["runtimeStatus"], status["input"]) == ("Running", '"x"')
 
 
 def test_the_client_sees_unknown_and_finished_instances_as_the_extension_reports_them(run_api):
@@ -161,14 +210,23 @@ def test_queries_filter_instances_by_runtime_status(run_api):
 
 
 def test_raising_an_event_with_a_body_that_is_not_json_is_a_bad_request(run_api):
+    """HttpApiHandler.HandleRaiseEventRequestAsync (L999-1016): application/json only, and a body
+    ConvertToJToken refuses (not JSON, or empty) is 400 "Invalid JSON content"; a JSON object is
+    stored as that object."""
+    json_type = {"Content-Type": "application/json"}
+
     async def scenario(client: Client, base: str, engine: Engine):
         await client.start_new("approval", "plain", None)
         url = f"{base}instances/plain/raiseEvent/Approval"
         async with aiohttp.ClientSession() as session:
             text = await session.post(url, data="yes", headers={"Content-Type": "text/plain"})
-            raw = await session.post(
-                url, data=json.dumps({"ok": 1}), headers={"Content-Type": "application/json"}
-            )
-            return text.status, raw.status
+            empty = await session.post(url, data="", headers=json_type)
+            raw = await session.post(url, data=json.dumps({"ok": 1}), headers=json_type)
+            statuses = text.status, empty.status, raw.status, (await empty.json())["Message"]
+        await idle(engine)
+        return statuses, await client.get_status("plain")
 
-    assert run_api(scenario) == (400, 202)
+    statuses, status = run_api(scenario)
+
+    assert statuses == (400, 400, 202, "Invalid JSON content")
+    assert status.output == {"decision": {"ok": 1}}

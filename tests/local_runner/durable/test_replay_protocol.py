@@ -117,12 +117,74 @@ def test_sub_orchestrations_are_refused_with_a_message_that_names_them():
         effects_of([{"actionType": 2, "functionName": "child"}])
 
 
-def test_a_replay_must_start_with_the_recorded_effects():
-    recorded = [Effect("CallActivity", "a"), Effect("CreateTimer")]
+def test_a_replay_must_schedule_each_recorded_effect_under_its_number():
+    """DTFx's checks and messages (DurableTask.Core 2.17.1 TaskOrchestrationContext.
+    HandleTaskScheduledEvent L277-309, HandleTimerCreatedEvent L311-339)."""
+    recorded = [(0, Effect("CallActivity", "a")), (2, Effect("CreateTimer"))]
+    same = [Effect("CallActivity", "a"), Effect("CreateTimer")]
 
-    assert find_nondeterminism(recorded, [*recorded, Effect("CallActivity", "b")]) is None
-    changed = find_nondeterminism(recorded, [Effect("CallActivity", "b")])
-    assert changed is not None
-    assert changed.startswith("Non-Deterministic workflow detected: history has CallActivity 'a'")
-    assert "CallActivity 'b'" in changed
-    assert find_nondeterminism(recorded, recorded[:1]) is not None
+    assert find_nondeterminism(recorded, [*same, Effect("CallActivity", "b")]) is None
+    assert find_nondeterminism(recorded, [Effect("CallActivity", "b"), Effect("CreateTimer")]) == (
+        "Non-Deterministic workflow detected: A previous execution of this orchestration scheduled "
+        "an activity task with sequence number 0 named 'a', but the current orchestration replay "
+        "instead scheduled an activity task named 'b' with this sequence number.  Was a change "
+        "made to the orchestrator code after this instance had already started running?"
+    )
+    assert find_nondeterminism(recorded, [Effect("CreateTimer")]) == (
+        "Non-Deterministic workflow detected: A previous execution of this orchestration scheduled "
+        "an activity task with sequence number 0 named 'a', but the current orchestration replay "
+        "instead produced a CreateTimerOrchestratorAction action with this sequence number. Was a "
+        "change made to the orchestrator code after this instance had already started running?"
+    )
+    assert find_nondeterminism(recorded, same[:1]) == (
+        "Non-Deterministic workflow detected: A previous execution of this orchestration scheduled "
+        "a timer task with sequence number 2 but the current replay execution hasn't (yet?) "
+        "scheduled this task. Was a change made to the orchestrator code after this instance had "
+        "already started running?"
+    )
+    changed_kind = find_nondeterminism(recorded, [same[0], Effect("CallActivity", "t")])
+    assert changed_kind is not None
+    assert "scheduled a timer task with sequence number 2 named but the current orchestration " \
+        "replay instead produced a ScheduleTaskOrchestratorAction action" in changed_kind
+
+
+def test_retry_or_not_and_the_case_of_the_name_are_no_difference_to_dtfx():
+    """Both activity kinds are a ScheduleTaskOrchestratorAction, and names compare with
+    StringComparison.OrdinalIgnoreCase (DurableTask.Core 2.17.1 TaskOrchestrationContext.
+    HandleTaskScheduledEvent L290-299; the extension's CallDurableTaskFunctionAsync schedules
+    both through InnerContext.ScheduleTask / ScheduleWithRetry, DurableOrchestrationContext.cs
+    L575-590)."""
+    recorded = [(0, Effect("CallActivity", "start_job")), (1, Effect("CallActivityWithRetry", "b"))]
+
+    replayed = [Effect("CallActivityWithRetry", "Start_Job"), Effect("CallActivity", "B")]
+
+    assert find_nondeterminism(recorded, replayed) is None
+
+
+def test_the_sdk_replays_the_timer_fired_of_a_cancelled_timer_and_numbers_on():
+    """A TimerFired for a timer the orchestrator cancelled completes it quietly inside the finished
+    task_any (models/Task.py WhenAnyTask.try_set_value), and the next task takes number 1."""
+    def race(context: df.DurableOrchestrationContext) -> Any:
+        timer = context.create_timer(context.current_utc_datetime + timedelta(hours=1))
+        event = context.wait_for_external_event("Go")
+        winner = yield context.task_any([event, timer])
+        if winner == event:
+            timer.cancel()
+        second = yield context.wait_for_external_event("Again")
+        done = yield context.call_activity("after", second)
+        return done
+
+    builder = HistoryBuilder("race")
+    builder.timer_created(0, builder.now + timedelta(hours=1)).new_episode().event_raised("Go", "1")
+    builder.new_episode().timer_fired(0, builder.now).new_episode().event_raised("Again", "2")
+    reply = invoke(df.Orchestrator.create(race), builder.request())
+
+    assert (reply.error, reply.is_done) == (None, False)
+    effects = effects_of(reply.actions)
+    assert [effect for effect, _ in effects] == [
+        Effect("CreateTimer"), Effect("CallActivity", "after"),
+    ]
+    assert effects[0][1]["isCanceled"] is True
+
+    builder.task_scheduled(1, "after").new_episode().task_completed(1, json.dumps("ok"))
+    assert invoke(df.Orchestrator.create(race), builder.request()).output == "ok"

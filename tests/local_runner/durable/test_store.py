@@ -9,6 +9,7 @@ import pytest
 from local_runner.host.clock import ManualClock
 from local_runner.host.durable import InstanceStore, RuntimeStatus, StoreConflictError
 from local_runner.host.durable.episode import new_instance
+from local_runner.host.durable.history import event_raised
 from local_runner.host.durable.state import ActivityCall, PendingTimer, RecordedEffect, RetryState
 from local_runner.host.durable.store import instances_container_name
 
@@ -24,6 +25,8 @@ def test_an_instance_reads_back_as_it_was_saved(store: InstanceStore, clock: Man
     state.retries = {0: RetryState(0, "start_job", '"x"', {"maxNumberOfAttempts": 3}, 2, 2)}
     state.timers = {3: PendingTimer(3, clock.now() + timedelta(minutes=5))}
     state.next_seq = 4
+    state.awaiting_open_tasks = True
+    state.carryover = [event_raised(clock.now(), name="Go", input_json='"later"')]
     store.save(state)
 
     loaded = store.get("run/1 with spaces")
