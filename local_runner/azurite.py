@@ -85,11 +85,13 @@ def start_azurite(
     log_path: Path | None = None,
     tls: tuple[Path, Path] | None = None,
     oauth: bool = False,
+    location: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start Azurite in memory on the given loopback ports and wait until all three answer.
+    """Start Azurite on the given loopback ports and wait until all three answer.
 
-    `tls` is (certificate PEM, key PEM) and needs `endpoints.scheme == "https"`; `oauth` turns on
-    bearer tokens (`--oauth basic`), which Azurite only allows over HTTPS.
+    Its data lives in memory, or in the directory `location` (so that a restarted Azurite has it
+    again). `tls` is (certificate PEM, key PEM) and needs `endpoints.scheme == "https"`; `oauth` turns
+    on bearer tokens (`--oauth basic`), which Azurite only allows over HTTPS.
     """
     if (tls is not None) != (endpoints.scheme == "https"):
         raise ValueError(f"tls is {'set' if tls else 'not set'} but the endpoints' scheme is {endpoints.scheme}")
@@ -101,7 +103,7 @@ def start_azurite(
             f"Azurite is not installed: run `scripts/bootstrap.sh` (npm install azurite@{AZURITE_VERSION}) "
             "or set AZURITE_BIN."
         )
-    options: list[str] = []
+    options: list[str] = ["--location", str(location)] if location is not None else ["--inMemoryPersistence"]
     if tls is not None:
         options += ["--cert", str(tls[0]), "--key", str(tls[1])]
     if oauth:
@@ -109,7 +111,7 @@ def start_azurite(
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
     process = subprocess.Popen(
         [
-            executable, "--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry",
+            executable, "--skipApiVersionCheck", "--loose", "--disableTelemetry",
             "--blobHost", endpoints.host, "--blobPort", str(endpoints.blob_port),
             "--queueHost", endpoints.host, "--queuePort", str(endpoints.queue_port),
             "--tableHost", endpoints.host, "--tablePort", str(endpoints.table_port),

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +205,27 @@ def drive(host: LocalHost, clock: ManualClock, flow: FlowEnv, run_id: str, *, se
 def scheduled_activities(host: LocalHost, run_id: str) -> list[str]:
     """The activities the instance's current generation scheduled, in order."""
     return [event["Name"] for event in host.engine.get_history(run_id) if event["EventType"] == 4]
+
+
+HISTORIES = Path(__file__).resolve().parent.parent / "replay" / "histories"
+
+
+def keep_history(host: LocalHost, run_id: str, name: str) -> None:
+    """With RECORD_HISTORIES=1, save the run's final history for tests/replay (replay what ran)."""
+    if os.environ.get("RECORD_HISTORIES") == "1":
+        # The record is written by the orchestration's last activity; its end comes just after.
+        host.engine.wait_for_status(run_id, {"Completed", "Failed", "Terminated"})
+        HISTORIES.mkdir(parents=True, exist_ok=True)
+        (HISTORIES / f"{name}.json").write_text(json.dumps(host.engine.get_history(run_id), indent=1) + "\n")
+
+
+def runner_after(gate: Path) -> str:
+    """RUNNER_COMMAND for the runner, held until `gate` exists: a job that is certainly mid-run meanwhile."""
+    code = (
+        f"import os, sys, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'runner'])"
+    )
+    return json.dumps([sys.executable, "-c", code])
 
 
 def api_get(host: LocalHost, path: str) -> requests.Response:

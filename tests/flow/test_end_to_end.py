@@ -18,7 +18,7 @@ from local_runner.host.host import LocalHost
 from orchestrations.callback_tokens import derive_callback_token
 from orchestrations.contracts import ResultDocument, RunStatus
 from tests.conftest import TEST_CALLBACK_TOKEN_KEY
-from tests.flow.conftest import FlowEnv, api_get, md5, wait_for, wait_for_end
+from tests.flow.conftest import FlowEnv, api_get, md5, runner_after, wait_for, wait_for_end
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
 
@@ -149,3 +149,25 @@ def test_same_blob_delivered_twice_starts_one_run_and_a_new_version_another(
     assert second != first
     assert wait_for_end(flow_env, second).status is RunStatus.SUCCEEDED
     assert flow_env.executions() == sorted([first, second])
+
+
+def test_a_blob_delivered_again_while_its_run_is_running_starts_nothing_new(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost], fixtures_dir: Path, tmp_path: Path
+) -> None:
+    gate = tmp_path / "go"
+    host = start_host(RUNNER_COMMAND=runner_after(gate))
+    run_id = flow_env.upload("parse_portfolio/again.csv", (fixtures_dir / "simple.csv").read_bytes())
+    wait_for(lambda: (record := flow_env.record(run_id)) is not None and record.status is RunStatus.RUNNING)
+
+    # The trigger fires again for the same blob version (Event Grid and the host deliver at least once).
+    receipts = flow_env.blobs.get_container_client("azure-webjobs-hosts")
+    for blob in receipts.list_blobs(name_starts_with="blobreceipts/"):
+        if "again.csv" in blob.name:
+            receipts.delete_blob(blob.name)
+    assert wait_for(lambda: host.poll_triggers_once() or None, timeout=10) >= 1
+    gate.touch()
+
+    record = wait_for_end(flow_env, run_id)
+    assert record.status is RunStatus.SUCCEEDED and record.attempts == 1
+    assert flow_env.executions() == [run_id]
+    assert [r.run_id for r in flow_env.runs.list_runs()] == [run_id]

@@ -41,7 +41,7 @@ from orchestrations.contracts import (
     result_proof,
 )
 from tests.conftest import PROJECT_ROOT, TEST_CALLBACK_TOKEN_KEY
-from tests.flow.conftest import FlowEnv, drive, md5, scheduled_activities, wait_for, wait_for_end
+from tests.flow.conftest import FlowEnv, drive, keep_history, md5, scheduled_activities, wait_for, wait_for_end
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
 
@@ -79,6 +79,7 @@ def test_a_completion_message_never_delivered_is_replaced_by_the_result_document
     assert record.log_uri and b"parse_portfolio" in flow_env.read_blob(record.log_uri)
     assert scheduled_activities(host, run_id)[-2:] == ["read_result", "record_outcome"]
     assert flow_env.queue_messages(flow_env.env["RUNNER_EVENTS_QUEUE"]) == 1  # it was sent, never delivered
+    keep_history(host, run_id, "succeeded_from_result_document")
 
 
 def test_a_completion_that_arrives_during_the_last_check_of_a_generation_is_taken(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,21 +21,11 @@ from local_runner.host.clock import ManualClock
 from local_runner.host.host import LocalHost
 from orchestrations import activities, runtime
 from orchestrations.contracts import ExecutionRef, RunnerEvent, RunnerEventStatus, RunStatus
-from tests.flow.conftest import FlowEnv, drive, scheduled_activities, wait_for
+from tests.flow.conftest import FlowEnv, drive, keep_history, scheduled_activities, wait_for
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
 
 PORTFOLIO = b"isin,market_value,currency\nGB0007980591,10000,USD\n"
-
-
-HISTORIES = Path(__file__).resolve().parent.parent / "replay" / "histories"
-
-
-def keep_history(host: LocalHost, run_id: str, name: str) -> None:
-    """With RECORD_HISTORIES=1, save the run's final history for tests/replay (replay what ran)."""
-    if os.environ.get("RECORD_HISTORIES") == "1":
-        HISTORIES.mkdir(parents=True, exist_ok=True)
-        (HISTORIES / f"{name}.json").write_text(json.dumps(host.engine.get_history(run_id), indent=1) + "\n")
 
 
 def is_running(flow: FlowEnv, run_id: str) -> bool:

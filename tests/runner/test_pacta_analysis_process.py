@@ -330,7 +330,9 @@ def test_pactas_default_command_found_without_its_script_fails_with_rscripts_wor
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     rscript = bin_dir / "Rscript"
-    rscript.write_text(f"#!/bin/sh\necho \"Fatal error: cannot open file '$2': No such file or directory\" >&2\nexit 2\n")
+    rscript.write_text(
+        "#!/bin/sh\necho \"Fatal error: cannot open file '$2': No such file or directory\" >&2\nexit 2\n"
+    )
     rscript.chmod(0o755)
     env.variables["PATH"] = str(bin_dir)
 
