@@ -80,6 +80,8 @@ class OrchestrationEngine:
         self._locks: dict[str, threading.RLock] = {}
         self._guard = threading.Lock()
         self._running: set[tuple[str, str, int]] = set()
+        # Instances whose write failed: dropped from memory, taken up again from the store.
+        self._evicted: set[str] = set()
         self._loaded = False
         # `_version` counts every change, `_busy` the episodes and activities under way.
         self._changed = threading.Condition()
@@ -281,7 +283,7 @@ class OrchestrationEngine:
     def _pump(self) -> bool:
         """One round: fire due timers, start unanswered activities, run one episode per instance."""
         self._ensure_loaded()
-        did = False
+        did = self._reload_evicted()
         now = self._clock.now()
         for instance_id in self._active_ids():
             did |= self._fire_timers(instance_id, now)
@@ -433,6 +435,33 @@ class OrchestrationEngine:
             logger.info("Resuming %d unfinished orchestration(s) from %s",
                         loaded, self._store.container_name)
 
+    def _reload_evicted(self) -> bool:
+        """Take up again from the store every instance whose last write failed; True if any came back.
+
+        DTFx abandons a work item it could not commit, and the instance's messages are processed
+        again from storage (DurableTask.Core v2.17.1 WorkItemDispatcher.ProcessWorkItemAsync L357-448:
+        `AbortWorkItem`, which TaskOrchestrationDispatcher L75 sets to
+        AbandonTaskOrchestrationWorkItemAsync). So an instance is never forgotten because storage was
+        down when it changed: the round after storage answers again takes it up where it was stored.
+        """
+        with self._guard:
+            evicted = sorted(self._evicted)
+        back = False
+        for instance_id in evicted:
+            with self._lock(instance_id):
+                try:
+                    state = self._store.get(instance_id)
+                except Exception:  # storage still unreachable: the next round tries again
+                    continue
+                with self._guard:
+                    self._evicted.discard(instance_id)
+                    if state is not None and instance_id not in self._states:
+                        self._states[instance_id] = state
+                        back = True
+        if back:
+            logger.info("Took up %d orchestration(s) again after failed writes", len(evicted))
+        return back
+
     def _active_ids(self) -> list[str]:
         with self._guard:
             return [i for i, s in self._states.items() if not s.status.is_terminal]
@@ -456,8 +485,9 @@ class OrchestrationEngine:
         if state is not None:
             return state
         state = self._store.get(instance_id)
-        if state is not None:
-            with self._guard:
+        with self._guard:
+            self._evicted.discard(instance_id)
+            if state is not None:
                 self._states[instance_id] = state
         return state
 
@@ -480,6 +510,7 @@ class OrchestrationEngine:
         except Exception:
             with self._guard:
                 self._states.pop(state.instance_id, None)
+                self._evicted.add(state.instance_id)
             with contextlib.suppress(Exception):
                 self._find(state.instance_id)
             raise

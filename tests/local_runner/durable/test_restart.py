@@ -8,9 +8,11 @@ from typing import Any
 
 import azure.durable_functions as df
 import pytest
+from azure.core.exceptions import ServiceRequestError
 
 from local_runner.host.clock import ManualClock
 from local_runner.host.durable import InstanceStore, OrchestrationEngine
+from tests.conftest import wait_for
 from tests.local_runner.durable.conftest import Activities, EngineFactory, outcome, summarize
 
 pytestmark = pytest.mark.azurite
@@ -111,3 +113,57 @@ def test_a_reply_the_engine_cannot_read_fails_the_instance_instead_of_stalling_i
     status, output = outcome(engine, instance_id)
     assert status == "Failed"
     assert output.startswith("The in-process durable host failed to run this orchestration")
+
+
+class StorageOutage(InstanceStore):
+    """The test's store, unreachable while `down` is set (every read and write fails as a dropped connection)."""
+
+    def __init__(self, store: InstanceStore) -> None:
+        super().__init__(store._container)
+        self.down = threading.Event()
+        self.failed_writes = 0
+
+    def get(self, instance_id: str) -> Any:
+        self._fail_if_down()
+        return super().get(instance_id)
+
+    def save(self, state: Any) -> None:
+        if self.down.is_set():
+            self.failed_writes += 1
+        self._fail_if_down()
+        super().save(state)
+
+    def _fail_if_down(self) -> None:
+        if self.down.is_set():
+            raise ServiceRequestError("storage is unreachable")
+
+
+def test_an_instance_whose_write_failed_is_taken_up_again_from_the_store_when_storage_is_back(
+    store: InstanceStore, clock: ManualClock, task_hub: str
+):
+    """DTFx abandons a work item it could not commit and processes the instance's messages again
+    (DurableTask.Core v2.17.1 WorkItemDispatcher.ProcessWorkItemAsync L357-448, AbortWorkItem =
+    AbandonTaskOrchestrationWorkItemAsync in TaskOrchestrationDispatcher L75): nothing from outside has
+    to touch the instance for it to carry on."""
+    outage = StorageOutage(store)
+    activities = Activities({"start_job": lambda name: f"{name}-exec", "record": lambda ref: ref})
+    engine = OrchestrationEngine(
+        outage, orchestrators={"job": df.Orchestrator.create(job)}, run_activity=activities, clock=clock,
+        task_hub=task_hub,
+    )
+    try:
+        engine.start()
+        instance_id = engine.start_new("job", "job-outage", '"pacta"')
+        wait_for(lambda: any(e["EventType"] == 10 for e in engine.get_history(instance_id)), what="the cool-down timer")
+        outage.down.set()
+        clock.advance(COOL_DOWN)  # the timer fires; writing it fails
+        wait_for(lambda: outage.failed_writes > 0, what="a failed write")
+
+        outage.down.clear()
+        # Only the engine's own rounds may bring it back: asking for its status would load it again.
+        wait_for(lambda: activities.count("record") == 1, step=lambda: clock.advance(1), timeout=20)
+
+        assert engine.wait_for_status(instance_id, {"Completed"})["output"] == "pacta-exec"
+        assert (activities.count("start_job"), activities.count("record")) == (1, 1)
+    finally:
+        engine.stop()
