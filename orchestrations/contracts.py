@@ -24,9 +24,13 @@ SCHEMA_VERSION: Final = 1
 MAX_REQUEST_ENV_BYTES = 128 * 1024
 # A storage queue message is at most 64 KiB; the completion message must fit with room to spare.
 MAX_RUNNER_EVENT_BYTES = 48 * 1024
-# azure-functions-durable 1.7 cannot cancel timers longer than 6 days (issue #573), and the Azure Storage
-# provider refuses single timers beyond 6 days: every timer the orchestrator creates stays below this.
+# The longest durable timer or retry interval a run may ask for. The SDK 1.7 turns a timer of more than
+# 6 days into a LongTimerTask, which it cannot cancel (azure-functions-durable-python#573), so a cancelled
+# one holds the instance until it fires; the extension refuses retry intervals of more than 6 days on
+# Azure Storage (DurableOrchestrationContext.CallDurableTaskFunctionAsync, ValidateDelayTime).
 MAX_TIMER_SECONDS = 6 * 24 * 3600 - 60
+# The deadline is never one timer (each check's timer is the smaller of the interval and the time left),
+# but a run that long is no analysis job; the same bound keeps a single number in the docs.
 MAX_DEADLINE_SECONDS = MAX_TIMER_SECONDS
 
 RUNNER_COMPLETED_EVENT = "RunnerCompleted"
