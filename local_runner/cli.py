@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import requests
 import typer
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
 from rich.console import Console
 from rich.table import Table
 
@@ -72,8 +72,10 @@ def up(port: PortOption = DEFAULT_PORT) -> None:
     if not _wait_for_api(base_url, timeout=60):
         console.print(f"[red]The host did not answer on {base_url}; see {services.LOG_DIR / 'host.log'}[/red]")
         raise typer.Exit(1)
+    apply_local_settings(load_local_settings(PROJECT_ROOT))
+    uploads = _uploads_container()  # made now, so that a first upload with any client finds it
     console.print(
-        f"Ready. Upload to container [bold]uploads[/bold] as parse_portfolio/<file>.csv "
+        f"Ready. Upload to container [bold]{uploads.container_name}[/bold] as parse_portfolio/<file>.csv "
         f"(connection string: AzureWebJobsStorage in local.settings.json).\n"
         f"Runs: {base_url}/api/runs   Stop everything: make down"
     )
@@ -165,18 +167,25 @@ def callback_key() -> None:
 def _upload_and_follow(file: Path, task_type: str, base_url: str) -> dict[str, Any]:
     from orchestrations.intake import derive_run_id
 
-    container = os.environ.get("UPLOADS_CONTAINER", "uploads")
+    uploads = _uploads_container()
+    container = uploads.container_name
     blob_name = f"{task_type}/{time.strftime('%Y%m%dT%H%M%S')}-{file.name}"
-    service = BlobServiceClient.from_connection_string(os.environ["AzureWebJobsStorage"])
-    with contextlib.suppress(ResourceExistsError):
-        service.create_container(container)
     with file.open("rb") as data:
-        uploaded = service.get_blob_client(container, blob_name).upload_blob(data)
+        uploaded = uploads.get_blob_client(blob_name).upload_blob(data)
     run_id = derive_run_id(container, blob_name, uploaded["etag"])
     console.print(f"Uploaded {file} to az://{container}/{blob_name}\nRun id: [bold]{run_id}[/bold]")
     record = _follow(base_url, run_id)
     _print_record(record)
     return record
+
+
+def _uploads_container() -> ContainerClient:
+    """The uploads container (UPLOADS_CONTAINER) in AzureWebJobsStorage, created if missing."""
+    service = BlobServiceClient.from_connection_string(os.environ["AzureWebJobsStorage"])
+    container = service.get_container_client(os.environ.get("UPLOADS_CONTAINER", "uploads"))
+    with contextlib.suppress(ResourceExistsError):
+        container.create_container()
+    return container
 
 
 def _follow(base_url: str, run_id: str) -> dict[str, Any]:
