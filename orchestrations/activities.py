@@ -117,38 +117,51 @@ def record_outcome(payload: dict) -> dict:
     """Write the run's terminal status, outputs, log and result locations, error and times.
 
     Outputs come only from the run's own result document, and only if its runner wrote it, whatever
-    URI the completion message named.
+    URI the completion message named: a success without such a document is recorded as a failure
+    that says why, never as a success without outputs.
     """
     outcome = RunOutcome.from_payload(payload)
     completion = outcome.completion
     result: VerifiedResult | None = None
+    status, error = outcome.status, outcome.error
     if completion is not None:
         try:
             result = load_verified_result(outcome.run_id, outcome.attempt)
         except ResultUnavailableError as exc:
             logger.warning("Run %s: no usable result document: %s", outcome.run_id, exc,
                            extra={"run_id": outcome.run_id})
-    outputs = result.document.output_uris() if result is not None and _succeeded(completion) else []
+            if status is RunStatus.SUCCEEDED:
+                status, error = RunStatus.FAILED, _unusable_result(exc)
+    outputs = result.document.output_uris() if result is not None and status is RunStatus.SUCCEEDED else []
     finished_at = completion.finished_at if completion else _now()
     log_uri = result.document.Run.log_uri if result is not None else completion.log_uri if completion else None
 
     def finish(record: RunRecord) -> RunRecord:
         return record.model_copy(update={
-            "status": outcome.status,
+            "status": status,
             "execution_ref": outcome.execution_ref or record.execution_ref,
             "finished_at": finished_at,
             "updated_at": _now(),
-            "outputs_count": completion.outputs_count if completion else 0,
+            "outputs_count": len(result.document.output_uris()) if result is not None else 0,
             "outputs": outputs[:MAX_RECORDED_OUTPUTS],
             "result_uri": result.uri if result is not None else None,
             "log_uri": log_uri,
-            "error": outcome.error,
+            "error": error,
         })
 
     record = runtime.run_store().update_run(outcome.run_id, finish)
     log = logger.info if record.status is RunStatus.SUCCEEDED else logger.warning
     log("Run %s %s", outcome.run_id, record.status.value, extra={"run_id": outcome.run_id})
     return record.public_view()
+
+
+def _unusable_result(reason: ResultUnavailableError) -> RunError:
+    return RunError(
+        code="result_document_unusable",
+        message=f"The runner reported success, but {reason}. Outputs are recorded only from the run's own result "
+        "document, proved by its runner; a runner image older than the app writes no proof: build it again "
+        "(make images) or deploy the new image to the Container Apps job.",
+    )
 
 
 def _ask_backend(job: JobRefInput, operation: Callable[[JobBackend, ExecutionRef], JobStatus]) -> JobStatus:
@@ -162,10 +175,6 @@ def _mark_starting(record: RunRecord, attempt: int) -> RunRecord | None:
     if record.status is not RunStatus.QUEUED:
         return None  # a repeated start_job: the run is already starting or running
     return record.model_copy(update={"status": RunStatus.STARTING, "attempt": attempt, "updated_at": _now()})
-
-
-def _succeeded(completion: RunnerCompletion | None) -> bool:
-    return completion is not None and completion.status is RunnerEventStatus.SUCCEEDED
 
 
 def _now() -> datetime:

@@ -244,7 +244,8 @@ def _record(
 ) -> Orchestration:
     _set_phase(context, "recording")
     record = yield context.call_activity_with_retry("record_outcome", retry, outcome.to_payload())
-    context.set_custom_status({"phase": "done", "status": outcome.status.value})
+    # The record's status: record_outcome refuses a success whose result document it cannot vouch for.
+    context.set_custom_status({"phase": "done", "status": record["status"]})
     return record
 
 

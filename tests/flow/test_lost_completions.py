@@ -340,3 +340,28 @@ def test_the_apps_queue_retries_outlast_a_thirty_minute_outage_before_poisoning(
 
     assert retried_for >= timedelta(minutes=30)
     assert queues.message_encoding == "none"  # the runner sends plain text
+
+
+def test_a_reported_success_without_a_proved_document_is_recorded_as_a_failure_that_says_why(
+    flow_env: FlowEnv, silent_job_host: tuple[LocalHost, ManualClock]
+) -> None:
+    """As from a runner image older than the app: its message is genuine, its document carries no proof.
+    The run's outputs cannot be vouched for, so the run is not recorded as a success without outputs."""
+    host, clock = silent_job_host
+    run_id = flow_env.upload("parse_portfolio/older-runner.csv", PORTFOLIO)
+    plant_result_document(flow_env, run_id, result_document(run_id), {})
+    wait_for(lambda: (record := flow_env.record(run_id)) is not None and record.status is RunStatus.RUNNING,
+             step=host.poll_triggers_once)
+    genuine = RunnerEvent(
+        run_id=run_id, token=token_of(run_id), status=RunnerEventStatus.SUCCEEDED, exit_code=0, outputs_count=1,
+        result_uri=f"az://elsewhere/{run_id}/result.json", started_at=clock.now(), finished_at=clock.now(),
+    )
+    events_queue(flow_env).send_message(genuine.to_message())
+
+    record = drive(host, clock, flow_env, run_id, seconds_per_step=0)
+
+    assert record.status is RunStatus.FAILED
+    assert record.error is not None and record.error.code == "result_document_unusable"
+    assert "carries no proof of its runner" in record.error.message and "make images" in record.error.message
+    assert record.outputs == [] and record.result_uri is None
+    assert host.engine.get_status(run_id)["customStatus"] == {"phase": "done", "status": "failed"}  # type: ignore[index]
