@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, Self
@@ -504,6 +505,8 @@ class RunnerEnv(StrEnum):
 
     RUN_ID = "RUNNER_RUN_ID"
     ATTEMPT = "RUNNER_ATTEMPT"
+    # JSON list of the `az://container/[prefix/]` scopes the request's inputs must lie in (input_scope_violation).
+    INPUT_SCOPES = "RUNNER_INPUT_SCOPES"
     CALLBACK_TOKEN = "RUNNER_CALLBACK_TOKEN"
     EVENTS_QUEUE = "RUNNER_EVENTS_QUEUE"
     OUTPUT_PREFIX = "RUNNER_OUTPUT_PREFIX"
@@ -649,6 +652,29 @@ def parse_blob_uri(uri: str) -> tuple[str, str]:
 
 def blob_uri(container: str, name: str) -> str:
     return f"az://{container}/{name}"
+
+
+def input_scope_violation(uri: str, scopes: Sequence[str]) -> str | None:
+    """Why a request may not read `uri`, or None when it lies inside one of `scopes`.
+
+    A scope is `az://<container>/` (the whole container) or `az://<container>/<prefix>/`. A URI is inside
+    one only by its container and whole path segments (`az://uploads/` does not cover `az://uploads-x/a`,
+    `az://uploads/a/` does not cover `az://uploads/ab`), and never with an empty, `.` or `..` segment or a
+    backslash, which storage clients and Azurite resolve differently (`a/../b` may reach outside a prefix).
+    """
+    try:
+        container, name = parse_blob_uri(uri)
+    except ValueError as exc:
+        return str(exc)
+    segments = name.split("/")
+    if "\\" in name or any(segment in ("", ".", "..") for segment in segments):
+        return f"blob URI {uri!r} has an empty, '.' or '..' segment or a backslash"
+    for scope in scopes:
+        scope_container, _, prefix = scope.removeprefix("az://").partition("/")
+        if container == scope_container and name.startswith(prefix):
+            return None
+    listed = ", ".join(scopes) or "none"
+    return f"blob URI {uri!r} is outside the containers and prefixes requests may read ({listed})"
 
 
 BlobUri = Annotated[str, Field(pattern=r"^az://[a-z0-9-]{3,63}/.+$")]
