@@ -4,7 +4,7 @@ The runner writes `result.json` before it sends its completion message, with a p
 document's bytes under the run's callback token) in the blob's metadata. The document is the durable
 truth of how a run ended: when the message was lost, poisoned or never sent, the orchestrator records
 the run from it. A document without a valid proof (forged, edited, or from another run or attempt)
-counts as none.
+counts as none, and so does one that lists an output outside the run's own folders.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ from orchestrations.contracts import (
     RESULT_DOCUMENT_NAME,
     RESULT_PROOF_METADATA,
     ResultDocument,
+    TaskType,
     blob_uri,
     describe_validation_error,
+    input_scope_violation,
 )
 
 logger = logging.getLogger(__name__)
@@ -85,4 +87,22 @@ def load_verified_result(run_id: str, attempt: int) -> VerifiedResult:
         ) from None
     if document.Run.run_id != run_id:
         raise ResultUnavailableError(f"the result document at {uri} is run {document.Run.run_id}'s, not {run_id}'s")
+    scopes = own_output_scopes(document, run_id)
+    for output in document.output_uris():
+        if input_scope_violation(output, scopes) is not None:
+            raise ResultUnavailableError(
+                f"the result document at {uri} lists {output!r}, outside the run's own folders ({', '.join(scopes)})"
+            )
     return VerifiedResult(uri, document)
+
+
+def own_output_scopes(document: ResultDocument, run_id: str) -> list[str]:
+    """Where a run's outputs may be: its folder of the runs container; for create_* tasks also its
+    analysis's folder of the task type's artifacts container (the request's AnalysisID, else the run id)."""
+    settings = runtime.settings()
+    scopes = [f"az://{settings.runs_container}/{run_id}/"]
+    task_type = document.Run.task_type
+    if task_type is not TaskType.PARSE_PORTFOLIO:
+        analysis_id = document.Request.get("AnalysisID") or run_id
+        scopes.append(f"az://{settings.artifacts_container(task_type)}/{analysis_id}/")
+    return scopes

@@ -189,34 +189,39 @@ def test_a_message_arriving_after_the_deadline_does_not_change_the_timed_out_run
     assert f"Dropped a runner message for run {run_id}: it already ended timed_out" in caplog.text
 
 
-def result_document(run_id: str, *, of_run: str | None = None) -> bytes:
-    """A well-formed parse_portfolio result document claiming success with one output (the same bytes each time)."""
+def result_document(run_id: str, runs: str, *, of_run: str | None = None, output: str | None = None) -> bytes:
+    """A well-formed parse_portfolio result document claiming success with one output in the run's folder
+    of the `runs` container (the same bytes each time); `output` names another output."""
     now = datetime(2026, 12, 1, tzinfo=UTC)
     owner = of_run or run_id
     document = ResultDocument(
         TaskID=owner, Request={"BlobURIs": ["az://uploads/x.csv"]},
         Outputs=[PactaParsedOutput(
             Source="az://uploads/x.csv",
-            Blob=PactaBlob(BlobURI=f"az://elsewhere/{owner}/forged.csv", FileType="csv", FileName="forged.csv"),
+            Blob=PactaBlob(BlobURI=output or f"az://{runs}/{owner}/outputs/a.csv", FileType="csv", FileName="a.csv"),
             Portfolio={},
         )],
         Run=RunMetadata(
             run_id=owner, task_type=TaskType.PARSE_PORTFOLIO, status=RunnerEventStatus.SUCCEEDED,
-            started_at=now, finished_at=now, log_uri=f"az://elsewhere/{owner}/runner.log",
+            started_at=now, finished_at=now, log_uri=f"az://{runs}/{owner}/runner.log",
         ),
     )
     return document.model_dump_json(exclude={"Artifacts"}).encode()
 
 
-FORGERIES: dict[str, Callable[[str], tuple[bytes, dict[str, str]]]] = {
-    "no proof": lambda run_id: (result_document(run_id), {}),
-    "a made-up proof": lambda run_id: (result_document(run_id), {RESULT_PROOF_METADATA: "0" * 64}),
-    "another attempt's proof": lambda run_id: (
-        result_document(run_id), {RESULT_PROOF_METADATA: result_proof(token_of(run_id, 2), result_document(run_id))},
+def proved(run_id: str, body: bytes, *, attempt: int = 1) -> dict[str, str]:
+    """The metadata a runner of that attempt writes with `body`."""
+    return {RESULT_PROOF_METADATA: result_proof(token_of(run_id, attempt), body)}
+
+
+FORGERIES: dict[str, Callable[[str, str], tuple[bytes, dict[str, str]]]] = {
+    "no proof": lambda run_id, runs: (result_document(run_id, runs), {}),
+    "a made-up proof": lambda run_id, runs: (result_document(run_id, runs), {RESULT_PROOF_METADATA: "0" * 64}),
+    "another attempt's proof": lambda run_id, runs: (
+        result_document(run_id, runs), proved(run_id, result_document(run_id, runs), attempt=2),
     ),
-    "edited after it was proved": lambda run_id: (
-        result_document(run_id).replace(b"forged.csv", b"edited.csv"),
-        {RESULT_PROOF_METADATA: result_proof(token_of(run_id), result_document(run_id))},
+    "edited after it was proved": lambda run_id, runs: (
+        result_document(run_id, runs).replace(b"a.csv", b"b.csv"), proved(run_id, result_document(run_id, runs)),
     ),
 }
 REASONS = {
@@ -247,7 +252,7 @@ def test_a_forged_result_document_does_not_count(
 ) -> None:
     host, clock = silent_job_host
     run_id = flow_env.upload(f"parse_portfolio/{forgery.replace(' ', '-')}.csv", PORTFOLIO)
-    plant_result_document(flow_env, run_id, *FORGERIES[forgery](run_id))
+    plant_result_document(flow_env, run_id, *FORGERIES[forgery](run_id, flow_env.env["RUNS_CONTAINER"]))
 
     record = drive(host, clock, flow_env, run_id, seconds_per_step=0.5)
 
@@ -263,8 +268,8 @@ def test_another_runs_genuine_document_does_not_count(
     host, clock = silent_job_host
     run_id = flow_env.upload("parse_portfolio/borrowed.csv", PORTFOLIO)
     # Proved with this run's own token, yet another run's document: the run id inside must match too.
-    body = result_document(run_id, of_run="run-someone-else-entirely")
-    plant_result_document(flow_env, run_id, body, {RESULT_PROOF_METADATA: result_proof(token_of(run_id), body)})
+    body = result_document(run_id, flow_env.env["RUNS_CONTAINER"], of_run="run-someone-else-entirely")
+    plant_result_document(flow_env, run_id, body, proved(run_id, body))
 
     record = drive(host, clock, flow_env, run_id, seconds_per_step=0.5)
 
@@ -277,13 +282,32 @@ def test_a_document_proved_with_the_runs_token_is_the_runs_outcome(
 ) -> None:
     host, clock = silent_job_host
     run_id = flow_env.upload("parse_portfolio/genuine.csv", PORTFOLIO)
-    body = result_document(run_id)
-    plant_result_document(flow_env, run_id, body, {RESULT_PROOF_METADATA: result_proof(token_of(run_id), body)})
+    body = result_document(run_id, flow_env.env["RUNS_CONTAINER"])
+    plant_result_document(flow_env, run_id, body, proved(run_id, body))
 
     record = drive(host, clock, flow_env, run_id, seconds_per_step=0.5)
 
     assert record.status is RunStatus.SUCCEEDED, record.error
-    assert record.outputs == [f"az://elsewhere/{run_id}/forged.csv"] and record.error is None
+    assert record.outputs == [f"az://{flow_env.env['RUNS_CONTAINER']}/{run_id}/outputs/a.csv"]
+    assert record.error is None
+
+
+@pytest.mark.parametrize("output", ["az://{runs}/run-someone-else/outputs/a.csv", "az://uploads/x.csv",
+                                    "az://{runs}/{run}/outputs/../../run-someone-else/a.csv"],
+                         ids=["another run's folder", "the uploads", "out through '..'"])
+def test_a_proved_document_listing_an_output_outside_the_runs_folders_does_not_count(
+    flow_env: FlowEnv, silent_job_host: tuple[LocalHost, ManualClock], output: str
+) -> None:
+    host, clock = silent_job_host
+    run_id = flow_env.upload("parse_portfolio/reaching-out.csv", PORTFOLIO)
+    runs = flow_env.env["RUNS_CONTAINER"]
+    body = result_document(run_id, runs, output=output.format(runs=runs, run=run_id))
+    plant_result_document(flow_env, run_id, body, proved(run_id, body))
+
+    record = drive(host, clock, flow_env, run_id, seconds_per_step=0.5)
+
+    assert record.status is RunStatus.FAILED and record.outputs == []
+    assert record.error is not None and "outside the run's own folders" in record.error.message
 
 
 RUNS_WITH_DELETED_MESSAGES = 8
@@ -349,7 +373,7 @@ def test_a_reported_success_without_a_proved_document_is_recorded_as_a_failure_t
     The run's outputs cannot be vouched for, so the run is not recorded as a success without outputs."""
     host, clock = silent_job_host
     run_id = flow_env.upload("parse_portfolio/older-runner.csv", PORTFOLIO)
-    plant_result_document(flow_env, run_id, result_document(run_id), {})
+    plant_result_document(flow_env, run_id, result_document(run_id, flow_env.env["RUNS_CONTAINER"]), {})
     wait_for(lambda: (record := flow_env.record(run_id)) is not None and record.status is RunStatus.RUNNING,
              step=host.poll_triggers_once)
     genuine = RunnerEvent(
@@ -364,4 +388,5 @@ def test_a_reported_success_without_a_proved_document_is_recorded_as_a_failure_t
     assert record.error is not None and record.error.code == "result_document_unusable"
     assert "carries no proof of its runner" in record.error.message and "make images" in record.error.message
     assert record.outputs == [] and record.result_uri is None
-    assert host.engine.get_status(run_id)["customStatus"] == {"phase": "done", "status": "failed"}  # type: ignore[index]
+    ended = host.engine.wait_for_status(run_id, {"Completed"})  # just after the record is written
+    assert ended["customStatus"] == {"phase": "done", "status": "failed"}
