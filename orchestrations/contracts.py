@@ -35,6 +35,8 @@ MAX_TIMER_SECONDS = 6 * 24 * 3600 - 60
 MAX_DEADLINE_SECONDS = MAX_TIMER_SECONDS
 
 RUNNER_COMPLETED_EVENT = "RunnerCompleted"
+# Every run id has this form (intake.derive_run_id); anything else names no run.
+RUN_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{7,63}$"
 
 
 class TaskType(StrEnum):
@@ -135,6 +137,11 @@ class RunPolicy(Contract):
         default=50, ge=1, description="Status checks before the orchestration continues as new (bounds history)."
     )
     activity_retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    record_retry: RetryPolicy = Field(
+        default_factory=lambda: RetryPolicy(max_attempts=20),
+        description="Retries of recording the outcome: long (about 15 minutes), so that a storage outage at the "
+        "end of a run does not leave it `running`.",
+    )
 
 
 class SourceBlob(Contract):
@@ -150,7 +157,7 @@ class SourceBlob(Contract):
 class RunRequest(Contract):
     """What the blob trigger hands the orchestrator: one task to run, fully described."""
 
-    run_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{7,63}$")
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
     task_type: TaskType
     inputs: list[str] = Field(min_length=1, description="Input blob URIs (`az://container/path`).")
     source: SourceBlob
@@ -260,7 +267,8 @@ class RunnerEventStatus(StrEnum):
 class RunnerEvent(Contract):
     """The completion message the runner puts on the `runner-events` queue (under 64 KiB)."""
 
-    run_id: str
+    # The form is checked before anything is looked up: a flood of junk must cost no storage calls.
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
     attempt: int = Field(default=1, ge=1, description="The start attempt the runner belongs to.")
     token: str = Field(repr=False, min_length=16, description="The callback token of the run's attempt.")
     status: RunnerEventStatus

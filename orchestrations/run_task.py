@@ -14,11 +14,13 @@ history stays bounded however long the job runs.
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import azure.durable_functions as df
 from azure.durable_functions.models.Task import TaskBase as Task
+from pydantic import ValidationError
 
 from orchestrations.contracts import (
     RUNNER_COMPLETED_EVENT,
@@ -36,6 +38,7 @@ from orchestrations.contracts import (
     StartJobInput,
     StartJobResult,
     WatchState,
+    describe_validation_error,
 )
 from orchestrations.retry import BackoffRetryOptions
 
@@ -46,24 +49,64 @@ FIRST_ATTEMPT = 1
 
 def run_task(context: df.DurableOrchestrationContext) -> Orchestration:
     run = RunTaskInput.from_payload(context.get_input())
-    request = run.request
-    retry = BackoffRetryOptions(request.policy.activity_retry)
+    policy = run.request.policy
+    retry = BackoffRetryOptions(policy.activity_retry)
+    progress = _Progress(watch=run.watch)
+    try:
+        outcome = yield from _decide(context, retry, run.request, progress)
+    except Exception as exc:  # a bug or a broken contract: the job is stopped and the run still ends, saying why
+        outcome = yield from _give_up(context, retry, run.request, progress.watch, exc)
+    if outcome is None:  # continued as new: the next generation carries on
+        return None
+    return (yield from _record(context, BackoffRetryOptions(policy.record_retry), outcome))
 
-    watch = run.watch
-    if watch is None:
+
+@dataclass
+class _Progress:
+    """What `_decide` has done so far, for `_give_up`: the job it watches, once there is one."""
+
+    watch: WatchState | None
+
+
+def _decide(
+    context: df.DurableOrchestrationContext, retry: BackoffRetryOptions, request: RunRequest, progress: _Progress
+) -> Orchestration:
+    """How the run ended, or None when this generation has watched long enough and continued as new."""
+    if progress.watch is None:
         started = yield from _start_job(context, retry, request, attempt=FIRST_ATTEMPT)
         if isinstance(started, RunOutcome):
-            return (yield from _record(context, retry, started))
-        watch = started
-
+            return started
+        progress.watch = started
+    watch = progress.watch
     outcome = yield from _watch_one_generation(context, retry, request, watch)
     if outcome is None:
         context.continue_as_new(
             RunTaskInput(request=request, watch=watch.model_copy(update={"generation": watch.generation + 1}))
             .to_payload()
         )
-        return None
-    return (yield from _record(context, retry, outcome))
+    return outcome
+
+
+def _give_up(
+    context: df.DurableOrchestrationContext,
+    retry: BackoffRetryOptions,
+    request: RunRequest,
+    watch: WatchState | None,
+    error: Exception,
+) -> Orchestration:
+    reason = _reason(error)
+    if watch is not None:
+        _set_phase(context, "stopping", watch)
+        job = JobRefInput(run_id=request.run_id, execution_ref=watch.execution_ref).to_payload()
+        try:
+            yield context.call_activity_with_retry("stop_job", retry, job)
+        except Exception as exc:
+            reason += f"; stopping the job failed too: {_reason(exc)}"
+    return RunOutcome(
+        run_id=request.run_id, attempt=watch.attempt if watch else FIRST_ATTEMPT, status=RunStatus.FAILED,
+        execution_ref=watch.execution_ref if watch else None,
+        error=RunError(code="orchestration_failed", message=f"The orchestration failed: {reason}"),
+    )
 
 
 def _start_job(
@@ -261,5 +304,7 @@ def _set_phase(context: df.DurableOrchestrationContext, phase: str, watch: Watch
 
 
 def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):  # a payload that broke its contract: name the fields, not the values
+        return f"{exc.title} is not valid: {describe_validation_error(exc)}"
     # The SDK formats activity failures as "<reason> \n <details>"; the first line is the message.
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 from pydantic import SecretStr
@@ -24,9 +25,11 @@ from pydantic import SecretStr
 from local_runner.host.clock import ManualClock
 from local_runner.host.host import LocalHost
 from local_runner.host.settings import load_host_settings
+from orchestrations import runtime
 from orchestrations.callback_tokens import derive_callback_token
 from orchestrations.contracts import (
     RESULT_PROOF_METADATA,
+    ExecutionRef,
     JobState,
     JobStatus,
     PactaBlob,
@@ -41,7 +44,17 @@ from orchestrations.contracts import (
     result_proof,
 )
 from tests.conftest import PROJECT_ROOT, TEST_CALLBACK_TOKEN_KEY
-from tests.flow.conftest import FlowEnv, drive, keep_history, md5, scheduled_activities, wait_for, wait_for_end
+from tests.flow.conftest import (
+    FlowEnv,
+    api_get,
+    drive,
+    keep_history,
+    md5,
+    runner_after,
+    scheduled_activities,
+    wait_for,
+    wait_for_end,
+)
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
 
@@ -390,3 +403,49 @@ def test_a_reported_success_without_a_proved_document_is_recorded_as_a_failure_t
     assert record.outputs == [] and record.result_uri is None
     ended = host.engine.wait_for_status(run_id, {"Completed"})  # just after the record is written
     assert ended["customStatus"] == {"phase": "done", "status": "failed"}
+
+
+def test_a_run_whose_result_and_outputs_are_deleted_before_it_is_recorded_fails_saying_so(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost]
+) -> None:
+    clock = ManualClock()
+    host = start_host(clock=clock, deliver_completions=False)
+    run_id = flow_env.upload("parse_portfolio/vanishing.csv", PORTFOLIO)
+    wait_for(lambda: flow_env.queue_messages(flow_env.env["RUNNER_EVENTS_QUEUE"]) == 1, step=host.poll_triggers_once,
+             what="the runner's message")
+    runs = flow_env.blobs.get_container_client(flow_env.env["RUNS_CONTAINER"])
+    for blob in runs.list_blobs(name_starts_with=f"{run_id}/"):
+        runs.delete_blob(blob.name)
+    [trigger] = flow_env.held_queue_triggers
+
+    record = wait_for_end(flow_env, run_id, step=lambda: trigger.poll_once() and None)
+
+    assert record.status is RunStatus.FAILED
+    assert record.error is not None and record.error.code == "result_document_unusable"
+    assert "there is no result document at" in record.error.message and "Traceback" not in record.error.message
+    listed = api_get(host, "runs").json()["runs"]
+    assert [(run["run_id"], run["status"]) for run in listed] == [(run_id, "failed")]
+
+
+def test_event_data_that_breaks_the_contract_fails_the_run_with_a_record_not_a_stuck_orchestration(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost], tmp_path: Path
+) -> None:
+    """Locally the durable HTTP API takes a raiseEvent without any key, as Core Tools' does (in Azure it needs the
+    durabletask system key): whatever arrives as `RunnerCompleted`, the job is stopped and the run ends with a
+    record."""
+    host = start_host(RUNNER_COMMAND=runner_after(tmp_path / "never"))
+    run_id = flow_env.upload("parse_portfolio/raised.csv", PORTFOLIO)
+    wait_for(lambda: (record := flow_env.record(run_id)) is not None and record.status is RunStatus.RUNNING)
+
+    raised = requests.post(
+        f"{host.base_url}/runtime/webhooks/durabletask/instances/{run_id}/raiseEvent/RunnerCompleted",
+        json={"status": "succeeded", "outputs": ["az://elsewhere/x"]}, timeout=10,
+    )
+    record = wait_for_end(flow_env, run_id)
+
+    assert raised.status_code == 202
+    assert record.status is RunStatus.FAILED and record.outputs == []
+    assert record.error is not None and record.error.code == "orchestration_failed"
+    assert "RunnerCompletion is not valid: exit_code: Field required" in record.error.message
+    assert "Traceback" not in record.error.message
+    assert record.execution_ref and runtime.backend().status(ExecutionRef.parse(record.execution_ref)).has_ended
