@@ -449,3 +449,31 @@ def test_event_data_that_breaks_the_contract_fails_the_run_with_a_record_not_a_s
     assert "RunnerCompletion is not valid: exit_code: Field required" in record.error.message
     assert "Traceback" not in record.error.message
     assert record.execution_ref and runtime.backend().status(ExecutionRef.parse(record.execution_ref)).has_ended
+
+
+def test_an_orchestration_that_fails_logs_and_keeps_no_token(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The extension logs a failed orchestrator's state (`$OutOfProcData$`, its actions and their inputs): no
+    input of any activity holds a token, so neither does that log."""
+    caplog.set_level(logging.DEBUG)
+
+    def storage_gone(payload: str | None) -> str:
+        raise ConnectionError("the runs table is unreachable")
+
+    clock = ManualClock()
+    host = start_host(clock=clock, activity_overrides={"record_outcome": storage_gone})
+    run_id = flow_env.upload("parse_portfolio/unrecorded.csv", PORTFOLIO)
+
+    def step() -> None:
+        host.poll_triggers_once()
+        clock.advance(30)
+
+    status = wait_for(lambda: (s := host.engine.get_status(run_id)) and s["runtimeStatus"] == "Failed" and s,
+                      step=step, what="the orchestration to fail")
+
+    kept = caplog.text + json.dumps(status) + json.dumps(host.engine.get_history(run_id))
+    assert "$OutOfProcData$" in caplog.text or "record_outcome" in kept
+    assert token_of(run_id) not in kept and TEST_CALLBACK_TOKEN_KEY not in kept
+    view = api_get(host, f"runs/{run_id}").json()
+    assert view["status"] == "failed" and view["error"]["code"] == "orchestration_failed"
