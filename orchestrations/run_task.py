@@ -6,6 +6,7 @@ from the `RunRequest` in its input. Read it top to bottom as DESIGN.md's flow:
     start_job -> [ RunnerCompleted  vs  timer -> check_job ]* -> record_outcome
                    job ended, no message within the grace period -> read_result -> its outcome, else failed
                    deadline passed -> stop_job -> (read_result) -> timed_out
+                   anything unexpected (a broken payload, a bug) -> stop_job -> failed, orchestration_failed
 
 After `checks_per_generation` status checks it continues as new with its watch state, so its
 history stays bounded however long the job runs.
