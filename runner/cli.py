@@ -23,6 +23,7 @@ ENVIRONMENT_HELP = f"""\
 Without a subcommand, the runner reads PACTA's {TASK_ID_VAR}, {TASK_TYPE_VAR} and <TYPE>_REQUEST
 (e.g. PARSE_PORTFOLIO_REQUEST={{"IncompleteUploadIDs":[],"BlobURIs":["az://uploads/x.csv"]}}) and
 {RunnerEnv.RUN_ID}, {RunnerEnv.CALLBACK_TOKEN}, {RunnerEnv.EVENTS_QUEUE}, {RunnerEnv.OUTPUT_PREFIX},
+{RunnerEnv.INPUT_SCOPES} (a JSON list of the az://<container>/[<prefix>/] the inputs must lie in),
 {RunnerEnv.STORAGE_CONNECTION_STRING} (or {RunnerEnv.BLOB_ACCOUNT_URL} and
 {RunnerEnv.QUEUE_ACCOUNT_URL} with a managed identity) and, optionally, {RunnerEnv.WORK_DIR}.
 create_report, create_audit and create_dashboard also read {RunnerEnv.TASK_COMMAND} (a JSON list),

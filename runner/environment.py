@@ -2,9 +2,10 @@
 
 `RunnerSettings` is what the runner needs to report at all (run id, token, queue, output prefix,
 storage); when it is broken, no completion message can be sent and the runner only prints why.
-`TaskSettings` is PACTA's part (`TASK_ID`, `TASK_TYPE`, `<TYPE>_REQUEST`); when it is broken, the
-runner still reports `invalid_environment` through the queue. Every error names the variable, and
-none repeats a value, so a secret cannot leak through an error message.
+`TaskSettings` is the task's part (PACTA's `TASK_ID`, `TASK_TYPE`, `<TYPE>_REQUEST`, and the
+`RUNNER_INPUT_SCOPES` the request's inputs must lie in); when it is broken, the runner still reports
+`invalid_environment` through the queue. Every error names the variable, and none repeats a value,
+so a secret cannot leak through an error message.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ class RunnerSettings(BaseModel):
 
 
 class TaskSettings(BaseModel):
-    """PACTA's part of the environment: `TASK_ID`, `TASK_TYPE` and the `<TYPE>_REQUEST` JSON."""
+    """The task: PACTA's `TASK_ID`, `TASK_TYPE` and `<TYPE>_REQUEST` JSON, and where its inputs may be."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -193,16 +194,28 @@ class TaskSettings(BaseModel):
     request: dict[str, Any] = Field(
         description="The `<TYPE>_REQUEST` document (Go field names); `BlobURIs` lists the inputs."
     )
+    input_scopes: list[str] = Field(
+        validation_alias=RunnerEnv.INPUT_SCOPES.value,
+        description="`az://<container>/` or `az://<container>/<prefix>/` the inputs must lie in (a JSON list).",
+    )
+
+    @field_validator("input_scopes", mode="before")
+    @classmethod
+    def _parse_scopes(cls, value: Any) -> Any:
+        value = _from_json(value)
+        example = 'e.g. ["az://uploads/", "az://parsedportfolios/"]'
+        if not isinstance(value, list) or not value or not all(isinstance(scope, str) for scope in value):
+            raise ValueError(f"must be a non-empty JSON list of 'az://<container>/[<prefix>/]' strings, {example}")
+        problems = [(number, _scope_problem(scope)) for number, scope in enumerate(value, 1)]
+        if any(problem for _, problem in problems):
+            listed = "; ".join(f"item {number} {problem}" for number, problem in problems if problem)
+            raise ValueError(f"is not a list of valid scopes: {listed} ({example})")
+        return value
 
     @field_validator("request", mode="before")
     @classmethod
     def _parse_request(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"is not JSON ({error.msg} at character {error.pos})") from None
-        return value
+        return _from_json(value)
 
     @field_validator("request")
     @classmethod
@@ -232,7 +245,9 @@ class TaskSettings(BaseModel):
             raise InvalidEnvironmentError(f"{TASK_TYPE_VAR} {problem}") from None
         request_var = task_type.request_env_var
         data: dict[str, Any] = {
-            name: environ[name] for name in (TASK_ID_VAR, TASK_TYPE_VAR) if name in environ
+            name: environ[name]
+            for name in (TASK_ID_VAR, TASK_TYPE_VAR, RunnerEnv.INPUT_SCOPES.value)
+            if name in environ
         }
         if request_var in environ:
             data["request"] = environ[request_var]
@@ -292,6 +307,30 @@ class AnalysisSettings(BaseModel):
         }
         data = {name: environ.get(name) or default for name, default in defaults.items()}
         return _validate(cls, data)
+
+
+def _from_json(value: Any) -> Any:
+    """A variable's JSON text, parsed; ValueError saying where it stops being JSON (never repeating it)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"is not JSON ({error.msg} at character {error.pos})") from None
+
+
+def _scope_problem(scope: str) -> str | None:
+    """What is wrong with a scope (never repeating it), or None for `az://<container>/` or
+    `az://<container>/<prefix>/` without empty, `.` or `..` segments or backslashes."""
+    container, slash, prefix = scope.removeprefix("az://").partition("/")
+    if not scope.startswith("az://") or not slash:
+        return "is not 'az://<container>/' or 'az://<container>/<prefix>/'"
+    if not _STORAGE_NAME_PATTERN.match(container):
+        return "does not name a valid blob container"
+    segments = prefix.split("/")[:-1]  # a prefix ends in "/": the last part is empty
+    if (prefix and not prefix.endswith("/")) or "\\" in prefix or any(part in ("", ".", "..") for part in segments):
+        return "has a prefix that is not whole path segments ending in '/' (no empty, '.' or '..' segment, no '\\')"
+    return None
 
 
 def _validate(

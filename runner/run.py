@@ -1,5 +1,9 @@
 """One run, start to finish: environment -> inputs -> task -> outputs -> result -> log -> message.
 
+Every input must lie in one of the request's scopes (`RUNNER_INPUT_SCOPES`); one that does not fails
+the run (`input_not_allowed`) before anything is downloaded. A stop (SIGTERM, `TerminatedError`) is
+reported as `terminated`, whatever the task was doing.
+
 Every failure becomes a RunnerError with a stable code. Whatever happened, the runner then still
 tries to upload a result document and its own log and to send the completion message, in that
 order (so both blobs exist when the message arrives), and exits 0 (succeeded), 1 (failed) or
@@ -18,8 +22,10 @@ from datetime import UTC, datetime
 from orchestrations.contracts import (
     RESULT_PROOF_METADATA,
     RunError,
+    RunnerEnv,
     RunnerEvent,
     RunnerEventStatus,
+    input_scope_violation,
     parse_blob_uri,
     result_proof,
 )
@@ -31,6 +37,7 @@ from runner.errors import (
     EXIT_SUCCEEDED,
     InvalidEnvironmentError,
     RunnerError,
+    TerminatedError,
 )
 from runner.logs import flush_logs, run_logging
 from runner.result import LOG_NAME, RESULT_NAME, build_result_document, render_result_document
@@ -41,8 +48,8 @@ from runner.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
-# The message must stay far below the queue's 64 KiB; full detail is in the result document and log.
-MAX_ERROR_MESSAGE_CHARS = 4000
+# What the report catches where it can go on: a failure, or the stop (SIGTERM) arriving meanwhile.
+_REPORTABLE = (RunnerError, TerminatedError)
 
 
 @dataclass
@@ -98,13 +105,16 @@ def _run_in_workspace(
         progress = _Progress()
         try:
             _run_task(environ, settings.run_id, storage, workspace, progress)
-        except RunnerError as error:
-            progress.error = error
+        except _REPORTABLE as error:
+            progress.error = _as_runner_error(error)
         except Exception as error:  # the last line of defence: a bug still ends in a failed message
             logger.exception("the run failed unexpectedly")
             progress.error = RunnerError(
                 "task_failed", f"The runner failed unexpectedly: {type(error).__name__}: {error}"
             )
+        if TerminatedError.raised and (progress.error is None or progress.error.code != "terminated"):
+            logger.warning("the stop (SIGTERM) was raised where Python ignores exceptions; reported all the same")
+            progress.error = TerminatedError().error
         return _report(settings, storage, workspace, progress, started_at)
     finally:
         storage.close()
@@ -125,6 +135,7 @@ def _run_task(
         task_settings.task_type,
         len(task_settings.blob_uris),
     )
+    check_input_scopes(task_settings.blob_uris, task_settings.input_scopes)
     sources = _download_inputs(storage, task_settings.blob_uris, workspace)
     outcome = progress.outcome = task(
         TaskInput(
@@ -163,6 +174,23 @@ def _blob_file(storage: RunStorage, output: OutputFile) -> BlobFile:
     if output.container is None:
         return storage.output_file(output.path, output.blob_name, content_type=output.content_type)
     return BlobFile(output.path, output.container, output.blob_name, output.content_type)
+
+
+def check_input_scopes(uris: list[str], scopes: list[str]) -> None:
+    """Refuse the run (`input_not_allowed`) when any input lies outside the scopes, before any download."""
+    refused = [
+        f"BlobURIs[{index}]: {reason}"
+        for index, uri in enumerate(uris)
+        if (reason := input_scope_violation(uri, scopes)) is not None
+    ]
+    if refused:
+        more = f"; and {len(refused) - 1} more" if len(refused) > 1 else ""
+        raise RunnerError(
+            "input_not_allowed",
+            f"The request may not read {len(refused)} of its {len(uris)} input(s), so nothing was downloaded: "
+            f"{refused[0]}{more}. A request may read only the containers and prefixes the app passes in "
+            f"{RunnerEnv.INPUT_SCOPES}; name inputs inside them.",
+        )
 
 
 def _download_inputs(storage: RunStorage, uris: list[str], workspace: Workspace) -> dict[str, str]:
@@ -206,7 +234,8 @@ def _report(
             result_uri = storage.upload_bytes(
                 body, RESULT_NAME, content_type="application/json", metadata={RESULT_PROOF_METADATA: proof}
             )
-        except RunnerError as upload_error:
+        except _REPORTABLE as failure:
+            upload_error = _as_runner_error(failure)
             logger.error("%s", upload_error.message)
             error = error or upload_error
     exit_code = EXIT_SUCCEEDED if error is None else error.exit_code
@@ -230,10 +259,10 @@ def _report(
     )
     try:
         storage.send_event(event)
-    except RunnerError as send_error:
+    except _REPORTABLE as failure:
         logger.error(
             "%s The orchestrator will notice the job ended through its status checks.",
-            send_error.message,
+            _as_runner_error(failure).message,
         )
         return exit_code or EXIT_FAILED
     return exit_code
@@ -246,15 +275,19 @@ def _upload_log(storage: RunStorage, workspace: Workspace) -> str | None:
         return storage.upload_file(
             workspace.log_path, LOG_NAME, content_type="text/plain; charset=utf-8"
         )
-    except RunnerError as error:
-        logger.warning("%s", error.message)
+    except _REPORTABLE as failure:
+        logger.warning("%s", _as_runner_error(failure).message)
         return None
 
 
 def _run_error(error: RunnerError | None) -> RunError | None:
     if error is None:
         return None
-    return RunError(code=error.code, message=error.message[:MAX_ERROR_MESSAGE_CHARS])
+    return error.to_run_error()
+
+
+def _as_runner_error(failure: RunnerError | TerminatedError) -> RunnerError:
+    return failure.error if isinstance(failure, TerminatedError) else failure
 
 
 def _utc_now() -> datetime:

@@ -34,6 +34,7 @@ from runner.errors import RunnerError
 from runner.tasks.base import OutputFile, TaskInput, TaskOutcome
 from runner.tasks.file_types import UNKNOWN, content_type, file_type
 from runner.tasks.pacta_command import CommandNotStartedError, CommandResult, run_command
+from runner.text import shorten
 
 logger = logging.getLogger(__name__)
 
@@ -202,8 +203,7 @@ def _failure_message(task_type: TaskType, settings: AnalysisSettings, result: Co
 
 
 def _shown(command: list[str]) -> str:
-    text = shlex.join(command)
-    return text if len(text) <= MAX_COMMAND_CHARS_IN_MESSAGE else text[:MAX_COMMAND_CHARS_IN_MESSAGE] + "..."
+    return shorten(shlex.join(command), MAX_COMMAND_CHARS_IN_MESSAGE)
 
 
 def _command_setting(task_type: TaskType) -> str:

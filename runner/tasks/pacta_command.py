@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from runner.text import shorten
+
 logger = logging.getLogger(__name__)
 # The command's own lines, under a name of their own so they stand out in runner.log.
 output_logger = logging.getLogger("runner.command")
@@ -110,8 +112,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _tail_text(tail: deque[str]) -> str:
-    text = "\n".join(tail)
-    return text if len(text) <= TAIL_CHARS else "..." + text[-TAIL_CHARS:]
+    return shorten("\n".join(tail), TAIL_CHARS, keep="end")
 
 
 def _signal_name(number: int) -> str:

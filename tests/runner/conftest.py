@@ -164,6 +164,8 @@ def runner_env(run_storage: StorageView, unique_name: str) -> Callable[..., Runn
             "RUNNER_EVENTS_QUEUE": run_storage.events_queue,
             "RUNNER_OUTPUT_PREFIX": output_prefix,
             "RUNNER_STORAGE_CONNECTION_STRING": run_storage.connection_string,
+            # As job_spec sets it: requests may read the test's uploads container only.
+            "RUNNER_INPUT_SCOPES": json.dumps([f"az://{run_storage.uploads_container}/"]),
         }
         return RunnerEnvironment(run_id, token, output_prefix, variables)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,4 +58,29 @@ def test_sigterm_becomes_a_reported_termination_and_a_second_one_is_ignored() ->
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-    assert raised.value.code == "terminated" and raised.value.exit_code == EXIT_TERMINATED
+    assert raised.value.error.code == "terminated" and raised.value.error.exit_code == EXIT_TERMINATED
+
+
+FORK_WITH_A_SIGTERM = """
+import os, signal
+from runner.cli import _raise_terminated
+from runner.errors import TerminatedError
+from runner.tasks.portfolio_parser.parallel import fork_call
+
+signal.signal(signal.SIGTERM, _raise_terminated)
+os.register_at_fork(before=lambda: os.kill(os.getpid(), signal.SIGTERM))  # the stop comes mid-fork
+try:
+    print("finished", fork_call(sum, [1, 2]).result())
+except TerminatedError:
+    print("terminated")
+"""
+
+
+def test_a_sigterm_arriving_while_the_parser_forks_is_raised_not_lost(runner_image_dir: Path) -> None:
+    process = subprocess.run(
+        [sys.executable, "-c", FORK_WITH_A_SIGTERM], cwd=runner_image_dir, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+
+    assert process.stdout == "terminated\n", process.stderr
+    assert "Exception ignored" not in process.stderr

@@ -27,6 +27,7 @@ TASK_VARIABLES = {
     "TASK_ID": "task-1",
     "TASK_TYPE": "parse_portfolio",
     "PARSE_PORTFOLIO_REQUEST": json.dumps(REQUEST) + "\n",
+    "RUNNER_INPUT_SCOPES": '["az://uploads/parse_portfolio/", "az://parsedportfolios/"]',
 }
 
 
@@ -134,3 +135,32 @@ def test_a_request_without_blob_uris_is_refused() -> None:
 def test_a_blob_uri_that_is_not_az_is_refused() -> None:
     message = _task_error(PARSE_PORTFOLIO_REQUEST=json.dumps({"BlobURIs": ["https://x/y.csv"]}))
     assert "PARSE_PORTFOLIO_REQUEST" in message and "does not start with 'az://'" in message
+
+
+def test_the_input_scopes_are_read_with_the_task() -> None:
+    task = TaskSettings.from_environ(TASK_VARIABLES)
+    assert task.input_scopes == ["az://uploads/parse_portfolio/", "az://parsedportfolios/"]
+
+
+def test_missing_input_scopes_are_named() -> None:
+    assert _task_error(RUNNER_INPUT_SCOPES=None) == "RUNNER_INPUT_SCOPES is not set"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("az://uploads/", "is not JSON"),
+        ("[]", "must be a non-empty JSON list"),
+        ('"az://uploads/"', "must be a non-empty JSON list"),
+        ('["az://uploads/", 7]', "must be a non-empty JSON list"),
+        ('["az://uploads/", "https://acct.blob.core.windows.net/uploads/"]', "item 2 is not 'az://<container>/'"),
+        ('["az://Uploads_X/"]', "item 1 does not name a valid blob container"),
+        ('["az://uploads/parse_portfolio"]', "item 1 has a prefix that is not whole path segments"),
+        ('["az://uploads/a/../"]', "item 1 has a prefix that is not whole path segments"),
+        ('["az://uploads//"]', "item 1 has a prefix that is not whole path segments"),
+    ],
+)
+def test_malformed_input_scopes_are_named_without_repeating_them(value: str, problem: str) -> None:
+    message = _task_error(RUNNER_INPUT_SCOPES=value)
+    assert message.startswith("RUNNER_INPUT_SCOPES ") and problem in message
+    assert "acct.blob" not in message and "Uploads_X" not in message

@@ -9,7 +9,7 @@ import pytest
 
 from runner.errors import InvalidEnvironmentError
 from runner.logs import run_logging
-from runner.workspace import Workspace
+from runner.workspace import MAX_LOCAL_NAME_CHARS, Workspace
 
 
 def test_the_log_file_carries_the_run_id_and_never_a_secret(tmp_path: Path) -> None:
@@ -50,3 +50,22 @@ def test_a_temporary_workspace_is_removed_and_a_given_one_kept(tmp_path: Path) -
     temporary.remove_if_temporary()
     given.remove_if_temporary()
     assert not temporary.root.exists() and given.root.exists()
+
+
+def test_a_long_blob_name_gets_a_bounded_name_keeping_its_start_and_extension(tmp_path: Path) -> None:
+    workspace = Workspace.create(tmp_path / "work")
+    long_name = "uploads/" + "Pension fund " * 78 + ".csv"  # 1,022 characters
+
+    local = workspace.local_input_name(long_name)
+    (workspace.input_dir / local).write_text("x")  # a name the file system takes
+    again = workspace.local_input_name(long_name)
+
+    assert len(local) <= MAX_LOCAL_NAME_CHARS and local.startswith("Pension_fund_Pension") and local.endswith(".csv")
+    assert len(again) <= MAX_LOCAL_NAME_CHARS and again.endswith("-2.csv") and again != local
+
+
+def test_two_long_blob_names_with_the_same_start_get_different_names(tmp_path: Path) -> None:
+    workspace = Workspace.create(tmp_path / "work")
+    start = "p" * 300
+
+    assert workspace.local_input_name(f"a/{start}1.csv") != workspace.local_input_name(f"a/{start}2.csv")

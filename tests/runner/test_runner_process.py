@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from orchestrations.contracts import ResultDocument, RunnerEventStatus
-from tests.runner.conftest import RunnerEnvironment, RunnerProcess, StorageView
+from tests.conftest import wait_for
+from tests.runner.conftest import RUNNER_TIMEOUT_SECONDS, RunnerEnvironment, RunnerProcess, StorageView
 
 pytestmark = pytest.mark.azurite
 
@@ -184,3 +189,107 @@ def test_a_missing_run_id_exits_2_naming_the_variable_and_sends_nothing(
     assert process.exit_code == 2
     assert "RUNNER_RUN_ID is not set" in process.stderr
     assert run_storage.receive_events() == []
+
+
+@pytest.mark.parametrize(
+    "outside",
+    [
+        "{runs}/run-of-someone-else/outputs/0b1c.csv",  # another run's outputs
+        "{uploads}/parse_portfolio/../../{runs}/x.csv",  # a '..' escaping the scope
+    ],
+)
+def test_an_input_outside_the_input_scopes_fails_the_run_before_anything_is_downloaded(
+    run_runner: RunRunner, runner_env: BuildEnv, run_storage: StorageView, fixtures_dir: Path, tmp_path: Path,
+    outside: str,
+) -> None:
+    allowed = run_storage.upload_input("parse_portfolio/simple.csv", (fixtures_dir / "simple.csv").read_bytes())
+    run_storage.blob_service.create_container(run_storage.runs_container)
+    run_storage.blob_service.get_blob_client(
+        run_storage.runs_container, "run-of-someone-else/outputs/0b1c.csv"
+    ).upload_blob(b"isin,market_value,currency\nGB0007980591,1,USD\n")
+    uri = "az://" + outside.format(runs=run_storage.runs_container, uploads=run_storage.uploads_container)
+    env = runner_env("parse_portfolio", [allowed, uri])
+    env.variables["RUNNER_WORK_DIR"] = str(tmp_path / "work")
+
+    process = run_runner(env.variables)
+
+    assert process.exit_code == 1
+    [event] = run_storage.receive_events()
+    assert event.error is not None and event.error.code == "input_not_allowed"
+    assert f"BlobURIs[1]: blob URI {uri!r}" in event.error.message
+    assert f"az://{run_storage.uploads_container}/" in event.error.message
+    assert list((tmp_path / "work" / "input").iterdir()) == []  # not even the allowed one
+    assert "downloaded az://" not in run_storage.read_blob(env.output_prefix + "runner.log").decode()
+    assert _result(run_storage, env).Run.error == event.error
+
+
+def test_missing_input_scopes_are_reported_as_invalid_environment(
+    run_runner: RunRunner, runner_env: BuildEnv, run_storage: StorageView
+) -> None:
+    env = runner_env("parse_portfolio", [f"az://{run_storage.uploads_container}/x.csv"])
+    del env.variables["RUNNER_INPUT_SCOPES"]
+
+    process = run_runner(env.variables)
+
+    assert process.exit_code == 2
+    [event] = run_storage.receive_events()
+    assert event.error is not None and event.error.code == "invalid_environment"
+    assert event.error.message == "RUNNER_INPUT_SCOPES is not set"
+
+
+def test_a_blob_name_of_a_thousand_characters_is_parsed_under_a_bounded_local_name(
+    run_runner: RunRunner, runner_env: BuildEnv, run_storage: StorageView, fixtures_dir: Path
+) -> None:
+    name = "parse_portfolio/" + "Pension fund holdings " * 45 + ".csv"  # 1,010 characters
+    source = run_storage.upload_input(name, (fixtures_dir / "simple.csv").read_bytes())
+    env = runner_env("parse_portfolio", [source])
+
+    process = run_runner(env.variables)
+
+    assert process.exit_code == 0, process.stderr
+    result = _result(run_storage, env)
+    [output] = result.Outputs or []
+    assert output.Source == source and output.Portfolio["output_md5"] == OUTPUT_SIMPLE_MD5
+    [entry] = result.Run.source_files
+    local_name = entry["input_filename"]
+    assert len(local_name) <= 100 and local_name.startswith("Pension_fund_holdings_") and local_name.endswith(".csv")
+
+
+def _large_portfolio(rows: int) -> bytes:
+    """`rows` valid holdings in 12 sub-portfolios (about 50 bytes a row)."""
+    block = "".join(
+        f"Investor {n % 3},Portfolio {n % 12:02d},GB0007980591,{n * 7919 % 10**7 / 100:.2f},USD\n" for n in range(1000)
+    )
+    return ("investor_name,portfolio_name,isin,market_value,currency\n" + block * (rows // 1000)).encode()
+
+
+def test_sigterm_while_parsing_is_reported_as_terminated_not_as_a_bad_file(
+    runner_image_dir: Path, runner_env: BuildEnv, run_storage: StorageView, tmp_path: Path
+) -> None:
+    source = run_storage.upload_input("parse_portfolio/large.csv", _large_portfolio(1_000_000))
+    env = runner_env("parse_portfolio", [source])
+    env.variables["RUNNER_WORK_DIR"] = str(tmp_path)
+    output_dir = tmp_path / "output"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "runner"], cwd=runner_image_dir,
+        env={"PATH": os.environ.get("PATH", ""), **env.variables},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        # The parser makes its work directory once the file's first pass is done; then it reads the rows.
+        wait_for(lambda: any(output_dir.glob("parse-*")), what="the parser to start reading rows")
+        runner.send_signal(signal.SIGSTOP)  # held mid-parse, so the SIGTERM is sure to arrive there
+        if (output_dir / "processed_portfolios.json").exists():
+            pytest.fail("the parse ended before the runner could be stopped mid-parse; parse a larger file")
+        runner.send_signal(signal.SIGTERM)
+        runner.send_signal(signal.SIGCONT)
+
+        assert runner.wait(timeout=RUNNER_TIMEOUT_SECONDS) == 143
+    finally:
+        runner.kill()
+    [event] = run_storage.receive_events()
+    assert event.error is not None and event.error.code == "terminated"
+    assert _result(run_storage, env).Run.error == event.error
+    log = run_storage.read_blob(env.output_prefix + "runner.log").decode()
+    assert "cannot import" not in log and "internal_error" not in log and "imported large.csv" not in log
+    assert f"{env.run_id}/processed_portfolios.json" not in run_storage.list_run_blobs(env.run_id)

@@ -16,8 +16,13 @@ from collections.abc import Iterable, Sequence
 
 from runner.tasks.portfolio_parser.column import SEPARATOR
 from runner.tasks.portfolio_parser.currencies import ISO_4217_CODES
+from runner.tasks.portfolio_parser.groups import GroupStore
+from runner.text import quoted, shorten
 
 MAX_LISTED_PER_RULE = 100
+# A message quotes at most 100 characters of the value it is about (runner.text.quoted); any
+# message is cut past this many.
+MAX_MESSAGE_CHARS = 500
 # Distinct ISINs remembered as checked; past this the memory is dropped (bounded memory).
 MAX_REMEMBERED = 200_000
 INVALID_ISIN = "invalid_isin"
@@ -25,6 +30,10 @@ UNKNOWN_CURRENCY = "unknown_currency"
 UNPARSEABLE_MARKET_VALUE = "unparseable_market_value"
 NEGATIVE_MARKET_VALUE = "negative_market_value"
 DECIMAL_MARK = "decimal_mark"
+FORMULA_LIKE = "formula_like"
+# What a spreadsheet takes for the start of a formula in a CSV cell (OWASP's list for CSV injection;
+# the tab and carriage return it also names are trimmed off every field here).
+FORMULA_STARTS = ("=", "+", "-", "@")
 
 _ISIN_SHAPE = re.compile(r"[A-Z]{2}[A-Z0-9]{9}[0-9]")
 _ISIN_SHAPES = re.compile(f"(?:[A-Z]{{2}}[A-Z0-9]{{9}}[0-9]{SEPARATOR})*")
@@ -102,7 +111,7 @@ class WarningLog:
 
     def add(self, line: int, column: str, rule: str, message: str) -> None:
         self.counts[rule] += 1
-        self._keep(rule, {"line": line, "column": column, "rule": rule, "message": message})
+        self._keep(rule, {"line": line, "column": column, "rule": rule, "message": shorten(message, MAX_MESSAGE_CHARS)})
 
     def merge(self, other: WarningLog) -> None:
         """Take in the warnings another process found (in another part of the file)."""
@@ -142,7 +151,8 @@ class RowChecks:
         if unknown:
             for line, code in zip(lines, currencies, strict=True):
                 if code in unknown:
-                    self._log.add(line, "currency", UNKNOWN_CURRENCY, f"currency {code!r} is not an ISO 4217 code")
+                    message = f"currency {quoted(code)} is not an ISO 4217 code"
+                    self._log.add(line, "currency", UNKNOWN_CURRENCY, message)
 
     def _check_isins(self, lines: Sequence[int], isins: Sequence[str]) -> None:
         unchecked = set(isins) - self._valid_isins
@@ -160,4 +170,23 @@ class RowChecks:
         if problems:
             for line, isin in zip(lines, isins, strict=True):
                 if isin in problems:
-                    self._log.add(line, "isin", INVALID_ISIN, f"ISIN {isin!r} {problems[isin]}")
+                    self._log.add(line, "isin", INVALID_ISIN, f"ISIN {quoted(isin)} {problems[isin]}")
+
+
+def check_group_names(store: GroupStore, group_cols: list[str], log: WarningLog) -> None:
+    """A warning for each name a spreadsheet would take for a formula (`=HYPERLINK(...)`, `+1`,
+    `@SUM(...)`), once per name, at the first line it is on. The name is kept as it is: the outputs
+    are the file's data, as PACTA's are, and the manifest is JSON; only the warning says so."""
+    first_lines: dict[tuple[str, str], int] = {}
+    for key in store.ordered_keys():
+        for column, name in zip(group_cols, key, strict=True):
+            if name is not None and name.startswith(FORMULA_STARTS):
+                line = store.first_line(key)
+                first_lines[column, name] = min(line, first_lines.get((column, name), line))
+    for (column, name), line in first_lines.items():
+        message = (
+            f"{column} {quoted(name)} starts with {name[0]!r}, so a spreadsheet opening a CSV that holds it "
+            "may run it as a formula; it is kept as it is (PACTA keeps it too): rename the sub-portfolio if "
+            "that is not meant"
+        )
+        log.add(line, column, FORMULA_LIKE, message)

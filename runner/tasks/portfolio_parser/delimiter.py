@@ -39,6 +39,7 @@ class DelimiterTally:
     def __init__(self) -> None:
         self._counts: list[int | None] = [None] * len(CANDIDATES)
         self._breaks: list[DelimiterBreak | None] = [None] * len(CANDIDATES)
+        self._widest: list[tuple[int, int]] = [(0, 0)] * len(CANDIDATES)  # (most on a line, that line)
         self._lines = 0  # physical lines fed so far
 
     def feed(self, lines: bytes, line_count: int, *, counted: bytes | None = None) -> int:
@@ -56,7 +57,9 @@ class DelimiterTally:
         # line is blank.
         if len(first_line) > 1 and kept == first_line * line_count:
             for index, candidate in enumerate(_CANDIDATE_BYTES):
-                self._merge(index, first_line.count(candidate), first_number)
+                count = first_line.count(candidate)
+                self._merge(index, count, first_number)
+                self._widen(index, count, first_number)
             return line_count
         pairs = zip(stripped.split(b"\n"), lines.split(b"\n"), strict=True)
         nonblank = [
@@ -64,6 +67,9 @@ class DelimiterTally:
         ]
         for index, candidate in enumerate(_CANDIDATE_BYTES):
             counts = [line.count(candidate) for _, line in nonblank]
+            if counts:
+                most = max(counts)
+                self._widen(index, most, nonblank[counts.index(most)][0])
             if len(set(counts)) == 1:
                 self._merge(index, counts[0], nonblank[0][0])
             else:  # find the line where it breaks
@@ -84,6 +90,16 @@ class DelimiterTally:
         """Of the candidates used unequally, the one most used on the first line, where it breaks."""
         broken = [(count or 0, broken) for count, broken in zip(self._counts, self._breaks, strict=True) if broken]
         return max(broken, key=lambda pair: pair[0])[1] if broken else None
+
+    def widest(self, delimiter: str) -> tuple[int, int]:
+        """(fields, line) of the line with the most fields when split at `delimiter` (quoted
+        strings left out); (1, 0) when no line was fed."""
+        count, line = self._widest[CANDIDATES.index(delimiter)]
+        return count + 1, line
+
+    def _widen(self, index: int, count: int, line: int) -> None:
+        if count > self._widest[index][0]:
+            self._widest[index] = (count, line)
 
     def _merge(self, index: int, count: int, line: int) -> None:
         expected = self._counts[index]

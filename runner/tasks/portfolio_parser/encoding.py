@@ -7,6 +7,9 @@ UTF-8 is UTF-8; the byte rules apply to the others. ICU's detector cannot be had
 the single-byte Western text that reaches it, it usually answers ISO-8859-1 (windows-1252 when bytes
 0x80-0x9F occur), and windows-1252 decodes both the same way; bytes windows-1252 leaves undefined
 are read as ISO-8859-1 reads them instead of failing.
+
+A file in UTF-16 or UTF-32 (R refuses it: it holds NUL bytes) is told by `unicode_codec` and read
+through a UTF-8 copy (transcode.py).
 """
 
 from __future__ import annotations
@@ -15,6 +18,15 @@ import codecs
 from dataclasses import dataclass
 
 _LATIN1_FALLBACK = "portfolio-parser-latin1"
+# R's binary check looks at this many bytes; so does the guess of UTF-16 without a byte order mark.
+UTF16_GUESS_BYTES = 2048
+# Python's "utf-16" and "utf-32" codecs read the byte order from the mark and drop it.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +38,23 @@ class ByteFacts:
     has_cp850_bytes: bool  # 0x84, 0x81 or 0x94: ä ü ö in cp850
     has_latin1_a_umlaut: bool  # 0xE4
     has_cp1252_o_slash: bool  # 0xF8
+
+
+def unicode_codec(head: bytes) -> str | None:
+    """The codec of a file in UTF-16 or UTF-32, told from its first bytes; None for any other.
+
+    A byte order mark says so (UTF-32's before UTF-16's: FF FE 00 00 starts with FF FE). Without
+    one, UTF-16 is taken when the first 2,048 bytes have NUL bytes on one side of the byte pairs
+    only, and on at least half of them (mostly ASCII text, as Excel's "Unicode Text" holds)."""
+    for bom, codec in _BOMS:
+        if head.startswith(bom):
+            return codec
+    pairs = head[: min(len(head), UTF16_GUESS_BYTES) // 2 * 2]
+    low_first, high_first = pairs[0::2], pairs[1::2]  # ASCII "a" is 61 00 little-endian
+    for nul_side, other_side, codec in ((high_first, low_first, "utf-16-le"), (low_first, high_first, "utf-16-be")):
+        if len(nul_side) >= 4 and b"\x00" not in other_side and nul_side.count(0) * 2 >= len(nul_side):
+            return codec
+    return None
 
 
 def choose_encoding(facts: ByteFacts) -> str:

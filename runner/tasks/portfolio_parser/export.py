@@ -30,6 +30,7 @@ from runner.tasks.portfolio_parser.groups import GroupKey, GroupPiece, GroupStor
 from runner.tasks.portfolio_parser.market_values import RenderedValues, decimal_conflicts, render_values
 from runner.tasks.portfolio_parser.marks import Marks
 from runner.tasks.portfolio_parser.parallel import fork_call
+from runner.text import quoted
 
 HEADER = b'"isin","market_value","currency"\n'
 # Below this many rows a second process costs about what it saves.
@@ -185,13 +186,14 @@ def _log_market_values(piece: GroupPiece, values: RenderedValues, marks: Marks, 
         return
     texts = piece.values.split(SEPARATOR)
     for row in values.unparseable:
-        message = f"market value {texts[row]!r} holds no number; it is written as missing, as PACTA does"
+        message = f"market value {quoted(texts[row])} holds no number; it is written as missing, as PACTA does"
         log.add(piece.lines[row], "market_value", UNPARSEABLE_MARKET_VALUE, message)
     for row in values.negative:
-        log.add(piece.lines[row], "market_value", NEGATIVE_MARKET_VALUE, f"market value {texts[row]!r} is negative")
+        message = f"market value {quoted(texts[row])} is negative"
+        log.add(piece.lines[row], "market_value", NEGATIVE_MARKET_VALUE, message)
     for row in conflicts:
         message = (
-            f"market value {texts[row]!r} looks like it uses the other decimal mark, but the column is read "
+            f"market value {quoted(texts[row])} looks like it uses the other decimal mark, but the column is read "
             f"(as PACTA reads it) with decimal mark {marks.decimal!r} and grouping mark {marks.grouping!r}, "
             f"giving {values.fields[row] or 'a missing value'}"
         )

@@ -105,6 +105,10 @@ class GroupStore:
         for index in range(len(self._pieces.get(key, []))):
             yield self.piece(key, index)
 
+    def first_line(self, key: GroupKey) -> int:
+        """The line of the group's first row (its first piece holds its earliest rows)."""
+        return self.piece(key, 0).lines[0]
+
     def plan(self) -> list[tuple[GroupKey, int, int]]:
         """(key, piece index, rows) of every piece, groups in order, pieces in file order."""
         keys = self.ordered_keys()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from runner.tasks.portfolio_parser.errors import PortfolioFileError, Rule
 from runner.tasks.portfolio_parser.readr_types import guess_type, is_header
+from runner.text import quoted
 
 ISIN = "isin"
 MARKET_VALUE = "market_value"
@@ -40,6 +41,9 @@ _REQUIRED_PATTERNS = {
     CURRENCY: re.compile(r"currency", re.IGNORECASE | re.ASCII),
 }
 _GROUP_WORDS = {INVESTOR_NAME: "investor", PORTFOLIO_NAME: "portfolio"}
+# A refusal lists at most this many of the header's names, each cut to NAME_CHARS.
+LISTED_NAMES = 10
+NAME_CHARS = 30
 _EXACT_GROUP_NAME = {
     column: re.compile(rf"{word}(?:[._ ]?name)?", re.IGNORECASE | re.ASCII) for column, word in _GROUP_WORDS.items()
 }
@@ -62,7 +66,7 @@ def map_columns(cells: list[str]) -> ColumnMap:
     """The columns of a file whose first record (trimmed) is `cells`; PortfolioFileError if refused."""
     if not is_header(cells):
         return _headerless(cells)
-    names = ", ".join(repr(cell) for cell in cells)
+    names = _listed(cells)
     if len(cells) == 4 or len(cells) < 3:
         raise PortfolioFileError(
             Rule.COLUMN_COUNT,
@@ -75,13 +79,20 @@ def map_columns(cells: list[str]) -> ColumnMap:
     return ColumnMap(True, len(cells), index)
 
 
+def _listed(cells: list[str]) -> str:
+    """The header's names for a message: the first LISTED_NAMES, each cut to NAME_CHARS."""
+    names = ", ".join(quoted(cell, NAME_CHARS) for cell in cells[:LISTED_NAMES])
+    more = len(cells) - LISTED_NAMES
+    return f"{names} and {more:,} more" if more > 0 else names
+
+
 def _headerless(cells: list[str]) -> ColumnMap:
     if len(cells) not in HEADERLESS:
         numeric = next((cell for cell in cells if guess_type(cell) not in ("character", "logical")), "")
         raise PortfolioFileError(
             Rule.COLUMN_COUNT,
-            f"the file has {len(cells)} column(s) and no header row (line 1 has {numeric!r}, which reads "
-            "as a number or date); without a header a portfolio file has 3 columns (isin, market_value, "
+            f"the file has {len(cells)} column(s) and no header row (line 1 has {quoted(numeric, NAME_CHARS)}, "
+            "which reads as a number or date); without a header a portfolio file has 3 columns (isin, market_value, "
             "currency) or 5 (investor_name, portfolio_name, isin, market_value, currency)",
         )
     columns = HEADERLESS[len(cells)]
@@ -98,7 +109,7 @@ def _required_column(column: str, cells: list[str], names: str) -> int:
             "market.value, market_value, market value or marketvalue)",
         )
     if len(matches) > 1:
-        both = " and ".join(f"{position + 1} ({cells[position]!r})" for position in matches)
+        both = " and ".join(f"{position + 1} ({quoted(cells[position], NAME_CHARS)})" for position in matches)
         raise PortfolioFileError(
             Rule.DUPLICATE_COLUMNS, f"columns {both} both name the {column} column; keep only one of them"
         )

@@ -69,22 +69,36 @@ class Pending(Generic[T]):
 
 
 def fork_call(function: Callable[..., T], *args: object) -> Pending[T]:
-    """Start `function(*args)` in a child process."""
-    if not hasattr(os, "fork"):
+    """Start `function(*args)` in a child process.
+
+    SIGTERM is held back while forking. Python runs a signal's handler at the next bytecode, and
+    during a fork that is in the at-fork hooks (logging's among them), where an exception is only
+    printed: the runner's stop would be lost. Held back, it arrives once the child is known, and a
+    stop then ends the child too."""
+    if not hasattr(os, "fork") or not hasattr(signal, "pthread_sigmask"):
         return _here(function, *args)
     reader, writer = os.pipe()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         pid = os.fork()
     except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         os.close(reader)
         os.close(writer)
         return _here(function, *args)
     if pid:
         os.close(writer)
-        return Pending(pid, reader)
+        pending: Pending[T] = Pending(pid, reader)
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a SIGTERM held back is handled here
+        except BaseException:
+            pending.cancel()
+            raise
+        return pending
     try:  # the child from here on: whatever happens, it ends here
         os.close(reader)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # killed with the parent, not turned into an error
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         # The collector would walk (and so write to, copying them) the pages shared with the parent;
         # the child is short-lived and makes no cycles worth collecting.
         gc.disable()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
-from runner.tasks.portfolio_parser.checks import RowChecks, WarningLog
+from runner.tasks.portfolio_parser.checks import RowChecks, WarningLog, check_group_names
 from runner.tasks.portfolio_parser.column import clean_column
 from runner.tasks.portfolio_parser.delimiter import DelimiterBreak
 from runner.tasks.portfolio_parser.encoding import choose_encoding
@@ -27,9 +27,13 @@ from runner.tasks.portfolio_parser.header import CURRENCY, ISIN, MARKET_VALUE, C
 from runner.tasks.portfolio_parser.marks import Marks, MarkTally
 from runner.tasks.portfolio_parser.parallel import fork_call
 from runner.tasks.portfolio_parser.records import RecordReader, RowBlock
-from runner.tasks.portfolio_parser.sniff import FileFacts
+from runner.tasks.portfolio_parser.sniff import MAX_LINE_BYTES, FileFacts
+from runner.tasks.portfolio_parser.transcode import as_utf8
 
 BINARY_CHECK_BYTES = 2048  # R's has_binary_null reads this many
+# Excel's column limit: no portfolio has more fields on a line. A file with more is refused after
+# pass 1, before any line is split into fields.
+MAX_FIELDS_PER_LINE = 16_384
 # Below this a second process costs about what it saves (a fork, a pickled tally, a spill file).
 SPLIT_MIN_BYTES = 4 << 20
 
@@ -63,7 +67,8 @@ def read_portfolio(path: Path, facts: FileFacts, work_dir: Path) -> ParsedPortfo
     """Read `path` (already sniffed into `facts`); PortfolioFileError names the rule it breaks.
 
     The caller closes `groups` once written; on error it is closed here."""
-    _check_bytes(facts)
+    path, facts = as_utf8(path, facts, work_dir)
+    _check_facts(facts)
     encoding = choose_encoding(facts.bytes)
     store = GroupStore(work_dir)
     try:
@@ -96,13 +101,15 @@ def read_portfolio(path: Path, facts: FileFacts, work_dir: Path) -> ParsedPortfo
             raise PortfolioFileError(
                 Rule.NO_HOLDINGS, "the file has a header row but no holdings (no line after it has any data)"
             )
+        check_group_names(store, columns.group_cols, part.log)
         return ParsedPortfolio(columns.group_cols, part.entries, store, part.tally.decide(), part.log)
     except BaseException:
         store.close()
         raise
 
 
-def _check_bytes(facts: FileFacts) -> None:
+def _check_facts(facts: FileFacts) -> None:
+    """The rules pass 1 can tell, before any record is read."""
     if facts.size == 0:
         raise PortfolioFileError(Rule.EMPTY, "the file is empty")
     if facts.nul_offset is not None:
@@ -110,6 +117,21 @@ def _check_bytes(facts: FileFacts) -> None:
         where = "" if early else " (PACTA looks at the first 2,048 bytes only, and crashes)"
         raise PortfolioFileError(
             Rule.BINARY, f"the file has a NUL byte at byte {facts.nul_offset + 1}, so it is not a text file{where}"
+        )
+    if facts.long_line is not None:
+        raise PortfolioFileError(
+            Rule.LINE_TOO_LONG,
+            f"line {facts.long_line:,} is longer than {MAX_LINE_BYTES:,} bytes, far longer than a portfolio's "
+            "lines (a few fields each), so the file is not read; is it a portfolio CSV?",
+        )
+    fields, line = facts.widest
+    if fields > MAX_FIELDS_PER_LINE:
+        shown = "tab" if facts.delimiter == "\t" else repr(facts.delimiter)
+        raise PortfolioFileError(
+            Rule.TOO_MANY_FIELDS,
+            f"line {line:,} has {fields:,} fields (delimiter {shown}), more than a spreadsheet has columns "
+            f"({MAX_FIELDS_PER_LINE:,}); a portfolio file has 3 columns (isin, market_value, currency) or 5 "
+            "and more (adding investor_name and portfolio_name)",
         )
     if facts.nonblank_lines == 0:
         raise PortfolioFileError(Rule.NO_LINES, "the file has only blank lines")

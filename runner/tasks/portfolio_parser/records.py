@@ -4,8 +4,8 @@ Two tokenizers give the same rows. A file without any `"`, whose non-blank lines
 number of delimiters (pass 1 knows both), is split with `str.split` a megabyte at a time: every
 line is a row of the same width, so one split of the whole block and a stride per column suffice.
 Any other file goes through the `csv` module (quoted fields, doubled quotes, line breaks inside
-quotes), twenty thousand rows at a time. Blank and whitespace-only lines are skipped by both (R
-fails the whole file).
+quotes), four thousand rows (at most a hundred thousand fields) at a time. Blank and whitespace-only
+lines are skipped by both (R fails the whole file).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from runner.tasks.portfolio_parser.sniff import FileFacts
 
 CHUNK_BYTES = 1 << 17
 CSV_BLOCK_ROWS = 4_000
+# Fewer rows a block when they are wide: a block holds at most this many fields (16,384 columns,
+# the most the reader lets through, make 6-row blocks).
+CSV_BLOCK_FIELDS = 100_000
 BLANK = " \t\r\n\x0b\x0c"  # the same whitespace pass 1 calls blank
 _BLANK_LINE = re.compile(r"\n[ \t\r\x0b\x0c]*\n")
 _CSV_FIELD_LIMIT = csv.field_size_limit()
@@ -98,7 +101,7 @@ class RecordReader:
                 if block := self._flat_block(text, width, wanted):
                     yield block
             return
-        while rows := self._csv_chunk():
+        while rows := self._csv_chunk(max(1, min(CSV_BLOCK_ROWS, CSV_BLOCK_FIELDS // width))):
             numbers = self._csv_lines(rows)
             if self._blank_lines:
                 kept = [(number, row) for number, row in zip(numbers, rows, strict=True) if not self._is_blank(row)]
@@ -114,14 +117,14 @@ class RecordReader:
                 columns = list(zip(*rows, strict=True))
                 yield RowBlock(numbers, [columns[index] for index in wanted])
 
-    def _csv_chunk(self) -> list[list[str]]:
-        """The next rows from the csv reader, taken by C-level iteration. The cyclic garbage
+    def _csv_chunk(self, count: int) -> list[list[str]]:
+        """The next `count` rows from the csv reader, taken by C-level iteration. The cyclic garbage
         collector is held off meanwhile: each row is a new list, and tens of thousands of them
         would set it scanning again and again for cycles that lists of strings cannot form."""
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return list(islice(self._rows, CSV_BLOCK_ROWS))
+            return list(islice(self._rows, count))
         except csv.Error as error:
             raise PortfolioFileError(Rule.BAD_CSV, _csv_error_detail(self._rows.line_num, error)) from None
         finally:

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.tasks.portfolio_parser.delimiter import CANDIDATES, DelimiterBreak, DelimiterTally
-from runner.tasks.portfolio_parser.encoding import ByteFacts
+from runner.tasks.portfolio_parser.encoding import ByteFacts, unicode_codec
 
 CHUNK_BYTES = 1 << 18
+# No portfolio line is nearly this long (a few fields of tens of characters); past it the file is
+# refused, and pass 1 stops keeping the line: memory stays bounded whatever the file holds.
+MAX_LINE_BYTES = 1 << 20
 _UTF8_BOM = b"\xef\xbb\xbf"
 # What pass 1 looks at: the delimiter candidates, line ends, quotes and NUL.
 _SPECIAL = b"".join(candidate.encode() for candidate in CANDIDATES) + b'\n\r"\x00'
@@ -38,6 +41,9 @@ class FileFacts:
     has_quotes: bool
     quotes_within_lines: bool  # every quoted string opens and closes on one line
     has_lone_cr: bool  # a carriage return not followed by a line feed ends a line too
+    long_line: int | None = None  # the first line longer than MAX_LINE_BYTES; nothing after it is scanned
+    widest: tuple[int, int] = (1, 0)  # (fields, line) of the line with the most fields at `delimiter`
+    unicode_codec: str | None = None  # UTF-16 or UTF-32 (read through a UTF-8 copy: transcode.py)
     # (byte offset, lines before it) of line starts about a megabyte apart: where a file may be split
     checkpoints: tuple[tuple[int, int], ...] = ()
 
@@ -58,8 +64,12 @@ class _Scan:
         self.nonblank_lines = self.lines = 0
         self.checkpoints: list[tuple[int, int]] = []
         self.delimiters = DelimiterTally()
+        self.long_line: int | None = None
+        self.unicode_codec: str | None = None
 
     def feed_bytes(self, chunk: bytes) -> None:
+        if not self.size:
+            self.unicode_codec = unicode_codec(chunk)
         self.size += len(chunk)
         ascii_chunk = chunk.isascii()
         if not ascii_chunk:
@@ -97,6 +107,17 @@ class _Scan:
         self.lines += line_count
         self.checkpoints.append((self.lines_offset, self.lines))
 
+    def skip_long_line(self, data: bytes) -> None:
+        """`data` starts with a line longer than MAX_LINE_BYTES: the file will be refused, so lines
+        are no longer read; only NUL bytes are still looked for (a binary file is told as such)."""
+        self.long_line = self.lines + 1
+        self.look_for_nul(data, self.lines_offset)
+
+    def look_for_nul(self, data: bytes, offset: int) -> None:
+        """Bytes not read as lines (past a long line's start): only a NUL among them still matters."""
+        if self.nul_offset is None and b"\x00" in data:
+            self.nul_offset = offset + data.index(b"\x00")
+
     def finish(self, md5: str) -> FileFacts:
         self._check_utf8(b"", final=True)
         delimiter, consistent = self.delimiters.best()
@@ -114,6 +135,9 @@ class _Scan:
             quotes_within_lines=self.quotes_within_lines,
             has_lone_cr=self.lone_cr,
             checkpoints=tuple(self.checkpoints),
+            long_line=self.long_line,
+            widest=self.delimiters.widest(delimiter),
+            unicode_codec=self.unicode_codec,
         )
 
     def _check_utf8(self, chunk: bytes, *, final: bool = False) -> None:
@@ -134,10 +158,17 @@ def scan_file(path: Path) -> FileFacts:
     with path.open("rb") as stream:
         while chunk := stream.read(CHUNK_BYTES):
             scan.feed_bytes(chunk)
+            if scan.long_line is not None:
+                scan.look_for_nul(chunk, scan.size - len(chunk))
+                continue
             data = carry + chunk
             if scan.size == len(chunk) and data.startswith(_UTF8_BOM):
                 data = data[len(_UTF8_BOM) :]  # readr drops it: it makes no line non-blank
                 scan.lines_offset = len(_UTF8_BOM)
+            if _starts_with_long_line(data):  # lines after the first are shorter than a chunk
+                scan.skip_long_line(data)
+                carry = b""
+                continue
             # A carriage return at the end may be the first half of a CRLF: keep it for later.
             searched = data[:-1] if data.endswith(b"\r") else data
             cut = max(searched.rfind(b"\n"), searched.rfind(b"\r")) + 1
@@ -147,6 +178,15 @@ def scan_file(path: Path) -> FileFacts:
     if carry:
         scan.feed_lines(carry + b"\n")
     return scan.finish(md5.hexdigest())
+
+
+def _starts_with_long_line(data: bytes) -> bool:
+    """Whether the line `data` starts with is longer than MAX_LINE_BYTES (line end not counted)."""
+    return (
+        len(data) > MAX_LINE_BYTES
+        and data.find(b"\n", 0, MAX_LINE_BYTES + 1) == -1
+        and data.find(b"\r", 0, MAX_LINE_BYTES + 1) == -1
+    )
 
 
 class _Md5Thread:
