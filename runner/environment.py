@@ -31,6 +31,7 @@ from orchestrations.contracts import (
     PACTA_BENCHMARKS_DIR,
     PACTA_DATA_DIR,
     PACTA_TASK_COMMANDS,
+    RUN_ID_PATTERN,
     RunnerEnv,
     TaskType,
     parse_blob_uri,
@@ -83,7 +84,9 @@ class RunnerSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     run_id: str = Field(
-        validation_alias=RunnerEnv.RUN_ID.value, min_length=1, description="The run's id."
+        validation_alias=RunnerEnv.RUN_ID.value,
+        pattern=RUN_ID_PATTERN,
+        description="The run's id (the form the completion message must have).",
     )
     attempt: int = Field(
         default=1,

@@ -58,6 +58,11 @@ def test_a_missing_run_id_is_named() -> None:
     assert _runner_error(RUNNER_RUN_ID=None) == "RUNNER_RUN_ID is not set"
 
 
+def test_a_run_id_of_another_form_is_named() -> None:
+    """A completion message must carry a run id of the app's form; a runner that could not send one refuses at once."""
+    assert _runner_error(RUNNER_RUN_ID="x/1").startswith("RUNNER_RUN_ID ")
+
+
 def test_every_bad_variable_is_named_in_one_message() -> None:
     message = _runner_error(RUNNER_EVENTS_QUEUE="Bad_Queue", RUNNER_OUTPUT_PREFIX="https://x/y")
     assert "RUNNER_EVENTS_QUEUE is not a valid queue name" in message
