@@ -21,7 +21,7 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
     run_id = req.route_params["run_id"]
     view = await queries.describe_run(run_id, client, run_store=runtime.run_store())
     if view is None:
-        return _json({"error": {"code": "run_not_found", "message": f"No run {run_id}."}}, status=404)
+        return _json({"error": {"code": "run_not_found", "message": f"No run {run_id!r}."}}, status=404)
     return _json(view)
 
 

@@ -1,12 +1,17 @@
-"""Blob trigger on the uploads container: every upload becomes a run or a recorded rejection."""
+"""Blob trigger on the uploads container: every upload becomes a run or a recorded rejection.
+
+The trigger binds to `BlobClient` (an SDK-type binding, package azurefunctions-extensions-bindings-blob):
+the Functions host passes the worker a reference to the blob, never its content, so an upload of any
+size costs no memory here. The intake reads the blob's properties, and the content only of a request
+document it accepts.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 
 import azure.durable_functions as df
-import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_binding
 
 from orchestrations import intake, runtime
 
@@ -21,16 +26,8 @@ settings = runtime.settings()
     source=settings.upload_trigger_source.value,
 )
 @bp.durable_client_input(client_name="client")
-async def on_upload(blob: func.InputStream, client: df.DurableOrchestrationClient) -> None:
-    container, _, name = (blob.name or "").partition("/")
-    content = blob.read()
-    # The worker passes azure.functions.blob.InputStream; the abstract type lacks blob_properties.
-    properties = getattr(blob, "blob_properties", None) or {}
-    # The host passes the blob's ETag; should it ever be absent, the content hash still identifies
-    # this version of the blob, so a redelivery does not start a second run.
-    etag = str(properties.get("ETag") or properties.get("Etag") or hashlib.sha256(content).hexdigest())
-    upload = intake.Upload(container=container, name=name, etag=etag, content=content)
+async def on_upload(blob: blob_binding.BlobClient, client: df.DurableOrchestrationClient) -> None:
     await intake.handle_upload(
-        upload, client, run_store=runtime.run_store(), max_bytes=settings.upload_max_bytes,
-        policy=settings.run_policy(), now=datetime.now(UTC),
+        intake.StoredUpload(blob), client, run_store=runtime.run_store(), max_bytes=settings.upload_max_bytes,
+        input_scopes=settings.input_scopes, policy=settings.run_policy(), now=datetime.now(UTC),
     )

@@ -2,18 +2,31 @@
 
 Every upload ends in exactly one of two places: an orchestration (instance id = run id) or a run
 record with status `rejected` and a reason a person can act on. Nothing is dropped silently.
+
+Nothing is read that the decision does not need, in this order: the name (a name that storage clients
+would resolve to another blob, such as `a/../b`, is refused without asking storage), the blob's
+properties (its version and size: one HEAD request), and only then the content of a request
+document that passed every other check, at most 128 KiB. A portfolio is never read here: the runner
+reads it. So an upload of any size costs the app one HEAD request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import math
+import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.storage.blob import BlobClient
 from pydantic import ValidationError
 
 from orchestrations.contracts import (
@@ -29,50 +42,125 @@ from orchestrations.contracts import (
     TaskType,
     blob_uri,
     describe_validation_error,
+    input_scope_violation,
 )
+from orchestrations.errors import RunnerOrchestratorError
+from orchestrations.job_spec import request_env_value
 from orchestrations.run_store import RunStore
 
 logger = logging.getLogger(__name__)
 
 ORCHESTRATOR_NAME = "run_task"
 MAX_BLOB_NAME_CHARS = 1024
+# `az://` + a container name (at most 63) + `/` + a blob name (at most 1,024): no longer URI names a blob.
+MAX_BLOB_URI_CHARS = len("az://") + 63 + 1 + MAX_BLOB_NAME_CHARS
+# A PACTA request nests two deep (an object holding BlobURIs); deeper documents are refused before they
+# are parsed, so no recursive parser, validator or serialiser downstream ever meets one near its limit.
+MAX_REQUEST_DEPTH = 32
+# The largest integer a double (Go's float64, R's numeric) holds has 309 digits; longer ones become infinity.
+MAX_INTEGER_DIGITS = 309
+# A rejection's message is stored in the runs table; bound it whatever the upload held.
+MAX_ERROR_MESSAGE_CHARS = 4000
 _KNOWN_TASK_TYPES = ", ".join(task_type.value for task_type in TaskType)
+# The characters that open or close arrays, objects and strings, and the escape inside strings.
+_JSON_STRUCTURE = re.compile(r'[\[\]{}"\\]')
 
 
 @dataclass(frozen=True)
-class Upload:
-    """A blob the trigger saw: where it is, its version and its content."""
+class BlobVersion:
+    """One version of a blob: its ETag and its size in bytes."""
 
-    container: str
-    name: str
     etag: str
-    content: bytes
+    size: int
+
+
+class UploadGoneError(RunnerOrchestratorError):
+    """The blob was deleted or replaced before it could be read; a new version is an upload of its own."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__("upload_gone", f"The upload {_printable(uri)!r} was deleted or replaced before it was read.")
+
+
+class Upload(Protocol):
+    """A blob the trigger saw. Its name is known at once; its version and bytes only when asked for."""
 
     @property
-    def uri(self) -> str:
-        return blob_uri(self.container, self.name)
+    def container(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    def get_version(self) -> BlobVersion:
+        """The blob's current version; raises UploadGoneError if there is none."""
+        ...
+
+    def read(self, version: BlobVersion) -> bytes:
+        """The content of exactly that version; raises UploadGoneError if it has changed or gone."""
+        ...
+
+
+class StoredUpload:
+    """An `Upload` read through a `BlobClient`: what the blob trigger's SDK-type binding hands the function."""
+
+    def __init__(self, client: BlobClient) -> None:
+        self._client = client
+
+    @property
+    def container(self) -> str:
+        return str(self._client.container_name)
+
+    @property
+    def name(self) -> str:
+        return str(self._client.blob_name)
+
+    def get_version(self) -> BlobVersion:
+        try:
+            properties = self._client.get_blob_properties()
+        except ResourceNotFoundError:
+            raise UploadGoneError(blob_uri(self.container, self.name)) from None
+        return BlobVersion(etag=str(properties.etag), size=int(properties.size))
+
+    def read(self, version: BlobVersion) -> bytes:
+        try:
+            download = self._client.download_blob(etag=version.etag, match_condition=MatchConditions.IfNotModified)
+            return download.readall()
+        except (ResourceNotFoundError, ResourceModifiedError):
+            raise UploadGoneError(blob_uri(self.container, self.name)) from None
 
 
 @dataclass(frozen=True)
 class Rejection:
-    """Why an upload starts no run."""
+    """Why an upload starts no run; `etag` is None when the name alone decided it (storage was not asked)."""
 
     task_type: str
     error: RunError
+    etag: str | None = None
 
 
 def derive_run_id(container: str, name: str, etag: str) -> str:
-    """The same blob version always gives the same run id; a new version a new one."""
+    """The same blob version always gives the same run id; a new version a new one.
+
+    A name refused before storage is asked has no version: its etag is "", one run id per name.
+    """
     digest = hashlib.sha256(f"{container}\n{name}\n{etag.strip(chr(34))}".encode()).hexdigest()
     return f"run-{digest[:28]}"
 
 
-def admit_upload(upload: Upload, *, max_bytes: int, policy: RunPolicy, now: datetime) -> RunRequest | Rejection:
-    """Check the upload's name, size and content; build its `RunRequest` or say why not."""
+def admit_upload(
+    upload: Upload, *, max_bytes: int, input_scopes: Sequence[str], policy: RunPolicy, now: datetime
+) -> RunRequest | Rejection:
+    """Check the upload's name, size, content and inputs; build its `RunRequest` or say why not.
+
+    Blocking: it asks storage for the blob's properties, and reads a request document it accepts.
+    """
     first_segment = upload.name.split("/", 1)[0]
-    problem = _check_name(upload.name) or _check_size(len(upload.content), max_bytes)
+    problem = _check_name(upload.name)
     if problem:
         return Rejection(first_segment, problem)
+    version = upload.get_version()
+    problem = _check_size(version.size, max_bytes)
+    if problem:
+        return Rejection(first_segment, problem, version.etag)
     try:
         task_type = TaskType(first_segment)
     except ValueError:
@@ -80,51 +168,68 @@ def admit_upload(upload: Upload, *, max_bytes: int, policy: RunPolicy, now: date
             "unknown_task_type",
             f"The upload's first path segment {first_segment!r} is not a task type. "
             f"Upload to <task_type>/<file>, where task_type is one of: {_KNOWN_TASK_TYPES}.",
-        ))
+        ), version.etag)
     file_name = upload.name[len(first_segment) + 1 :]
     if not file_name.lower().endswith(task_type.upload_suffix):
         return Rejection(task_type.value, _error(
             "wrong_file_type",
             f"{task_type.value} uploads must be {task_type.upload_suffix} files; got {file_name!r}.",
-        ))
+        ), version.etag)
+    source_uri = blob_uri(upload.container, upload.name)
     request_document: dict[str, Any] | None = None
-    inputs = [upload.uri]
+    inputs = [source_uri]
     if task_type is not TaskType.PARSE_PORTFOLIO:
-        parsed = _parse_request_document(upload.content, task_type)
+        parsed = _read_request_document(upload, version, task_type)
         if isinstance(parsed, RunError):
-            return Rejection(task_type.value, parsed)
+            return Rejection(task_type.value, parsed, version.etag)
         request_document, inputs = parsed, list(parsed["BlobURIs"])
-    return RunRequest(
-        run_id=derive_run_id(upload.container, upload.name, upload.etag),
+    problem = _check_inputs(inputs, input_scopes, from_document=request_document is not None)
+    if problem:
+        return Rejection(task_type.value, problem, version.etag)
+    request = RunRequest(
+        run_id=derive_run_id(upload.container, upload.name, version.etag),
         task_type=task_type,
         inputs=inputs,
         source=SourceBlob(
-            container=upload.container, name=upload.name, etag=upload.etag,
-            size=len(upload.content), uri=upload.uri,
+            container=upload.container, name=upload.name, etag=version.etag, size=version.size, uri=source_uri
         ),
         requested_at=now,
         request_document=request_document,
         policy=policy,
     )
+    env_bytes = len(request_env_value(request))
+    if env_bytes > MAX_REQUEST_ENV_BYTES:
+        return Rejection(task_type.value, _error(
+            "request_too_large",
+            f"The request document is {env_bytes} bytes as the job receives it ({task_type.request_env_var}, JSON "
+            f"with non-ASCII characters escaped); the limit is {MAX_REQUEST_ENV_BYTES} bytes.",
+        ), version.etag)
+    return request
 
 
 async def handle_upload(
-    upload: Upload, client: Any, *, run_store: RunStore, max_bytes: int, policy: RunPolicy, now: datetime
-) -> str:
+    upload: Upload, client: Any, *, run_store: RunStore, max_bytes: int, input_scopes: Sequence[str],
+    policy: RunPolicy, now: datetime,
+) -> str | None:
     """Start the run for an upload (once per blob version) or record its rejection; returns the run id.
 
     `client` is the Durable orchestration client. Safe to call twice for the same blob version:
-    the second call finds the orchestration and starts nothing.
+    the second call finds the orchestration and starts nothing. None: the blob was deleted or replaced
+    before it could be read (a replacement is an upload of its own, with its own trigger).
     """
-    decision = admit_upload(upload, max_bytes=max_bytes, policy=policy, now=now)
+    uri = _printable(blob_uri(upload.container, upload.name))
+    try:
+        decision = await asyncio.to_thread(
+            admit_upload, upload, max_bytes=max_bytes, input_scopes=input_scopes, policy=policy, now=now
+        )
+    except UploadGoneError as exc:
+        logger.warning("Upload %s: %s Nothing to do for this version.", uri, exc.message)
+        return None
     if isinstance(decision, Rejection):
         record = _rejected_record(upload, decision, now)
         stored, created = run_store.create_if_absent(record)
         if created:
-            logger.warning(
-                "Rejected upload %s: %s", _printable(upload.uri), decision.error.message,
-                extra={"run_id": record.run_id},
-            )
+            logger.warning("Rejected upload %s: %s", uri, decision.error.message, extra={"run_id": record.run_id})
         return stored.run_id
 
     request = decision
@@ -132,19 +237,21 @@ async def handle_upload(
     existing = await client.get_status(request.run_id)
     if existing:  # DurableOrchestrationStatus is falsy for an unknown instance
         logger.info(
-            "Upload %s already has run %s; not starting it again", upload.uri, request.run_id,
+            "Upload %s already has run %s; not starting it again", uri, request.run_id,
             extra={"run_id": request.run_id},
         )
         return request.run_id
     await client.start_new(ORCHESTRATOR_NAME, request.run_id, RunTaskInput(request=request).to_payload())
     logger.info(
-        "Started run %s (%s) for %s", request.run_id, request.task_type.value, upload.uri,
+        "Started run %s (%s) for %s", request.run_id, request.task_type.value, uri,
         extra={"run_id": request.run_id},
     )
     return request.run_id
 
 
 def _check_name(name: str) -> RunError | None:
+    """Refuse a name before storage is asked about it: storage clients resolve `.`/`..` segments and
+    backslashes each their own way (Azurite stores `a\\..\\b` as `a/../b`; the SDK collapses it to `b`)."""
     if len(name) > MAX_BLOB_NAME_CHARS:
         return _error(
             "invalid_name", f"The blob name is {len(name)} characters long; the limit is {MAX_BLOB_NAME_CHARS}."
@@ -153,13 +260,18 @@ def _check_name(name: str) -> RunError | None:
         return _error(
             "invalid_name", f"The blob name {_printable(name)!r} contains control characters; rename the file."
         )
-    if ".." in name.split("/"):
+    segments = name.split("/")
+    if ".." in segments:
         return _error("invalid_name", f"The blob name {name!r} contains a '..' segment; use a plain path.")
+    if "\\" in name:
+        return _error("invalid_name", f"The blob name {name!r} contains a backslash; separate folders with '/'.")
     if "/" not in name or name.endswith("/"):
         return _error(
             "invalid_name",
             f"The blob name {name!r} has no file under a task type; upload to <task_type>/<file>.",
         )
+    if "." in segments or "" in segments:
+        return _error("invalid_name", f"The blob name {name!r} has an empty or '.' segment; use a plain path.")
     return None
 
 
@@ -174,17 +286,59 @@ def _check_size(size: int, max_bytes: int) -> RunError | None:
     return None
 
 
-def _parse_request_document(content: bytes, task_type: TaskType) -> dict[str, Any] | RunError:
-    if len(content) > MAX_REQUEST_ENV_BYTES:
+def _check_inputs(inputs: Sequence[str], input_scopes: Sequence[str], *, from_document: bool) -> RunError | None:
+    """Every input must lie inside INPUT_SCOPES (the runner checks again before downloading)."""
+    violations = [
+        (index, reason) for index, uri in enumerate(inputs)
+        if (reason := input_scope_violation(uri, input_scopes)) is not None
+    ]
+    if not violations:
+        return None
+    index, reason = violations[0]
+    which = f"BlobURIs[{index}]" if from_document else "its own upload"
+    more = f" ({len(violations) - 1} more entries of BlobURIs are refused too)" if len(violations) > 1 else ""
+    return _error(
+        "input_not_allowed",
+        f"The request may not read {which}: {reason}{more}. Requests read only what the setting INPUT_SCOPES "
+        "lists; name a blob there, or ask the operator to add its container or folder to INPUT_SCOPES.",
+    )
+
+
+def _read_request_document(upload: Upload, version: BlobVersion, task_type: TaskType) -> dict[str, Any] | RunError:
+    if version.size > MAX_REQUEST_ENV_BYTES:
         return _error(
             "request_too_large",
-            f"The request document is {len(content)} bytes; the limit is {MAX_REQUEST_ENV_BYTES} bytes "
+            f"The request document is {version.size} bytes; the limit is {MAX_REQUEST_ENV_BYTES} bytes "
             f"(it travels in {task_type.request_env_var}).",
         )
+    return parse_request_document(upload.read(version))
+
+
+class _NotJsonError(ValueError):
+    """A value Python's json module accepts but JSON (RFC 8259), Go and R do not."""
+
+
+def parse_request_document(content: bytes) -> dict[str, Any] | RunError:
+    """A request document as a dict with valid BlobURIs, or why it is none. Linear in the size: the
+    nesting is measured before anything recursive reads it."""
     try:
-        document = json.loads(content.decode("utf-8"))
+        # A UTF-8 byte order mark is dropped: Windows editors write one, and it is no part of the JSON.
+        text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         return _error("invalid_request", f"The request document is not UTF-8 text ({exc.reason} at byte {exc.start}).")
+    depth = _nesting_depth(text, MAX_REQUEST_DEPTH)
+    if depth > MAX_REQUEST_DEPTH:
+        return _error(
+            "request_too_deep",
+            f"The request document nests arrays and objects more than {MAX_REQUEST_DEPTH} deep (the limit); a "
+            'PACTA request is one object, {"AnalysisID": ..., "BlobURIs": [...]}.',
+        )
+    try:
+        document = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
+        )
+    except _NotJsonError as exc:
+        return _error("invalid_request", f"The request document is not valid JSON: {exc}.")
     except json.JSONDecodeError as exc:
         return _error(
             "invalid_request",
@@ -192,6 +346,14 @@ def _parse_request_document(content: bytes, task_type: TaskType) -> dict[str, An
         )
     if not isinstance(document, dict):
         return _error("invalid_request", "The request document must be a JSON object, like PACTA's requests.")
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return _error(
+            "invalid_request",
+            "The request document escapes a lone UTF-16 surrogate (such as \\ud800), which is no character; "
+            "escape a character outside the BMP as a surrogate pair, or write it as UTF-8.",
+        )
     uris = document.get("BlobURIs")
     if (
         not isinstance(uris, list) or not uris
@@ -200,6 +362,13 @@ def _parse_request_document(content: bytes, task_type: TaskType) -> dict[str, An
         return _error(
             "invalid_request",
             'The request document needs "BlobURIs": a non-empty list of "az://<container>/<path>" strings.',
+        )
+    too_long = next((index for index, uri in enumerate(uris) if len(uri) > MAX_BLOB_URI_CHARS), None)
+    if too_long is not None:
+        return _error(
+            "invalid_request",
+            f"BlobURIs[{too_long}] is {len(uris[too_long])} characters long; no blob URI is longer than "
+            f"{MAX_BLOB_URI_CHARS} (az://, a container of up to 63 characters, '/', a name of up to 1,024).",
         )
     try:
         AnalysisRequest.model_validate(document)
@@ -210,6 +379,54 @@ def _parse_request_document(content: bytes, task_type: TaskType) -> dict[str, An
             "See the README, section Analysis tasks, for its keys.",
         )
     return document
+
+
+def _nesting_depth(text: str, limit: int) -> int:
+    """How deep arrays and objects nest in JSON text (strings skipped); stops counting past `limit`.
+
+    One pass over the structural characters, whatever the text: no recursion, no backtracking.
+    """
+    depth = deepest = 0
+    in_string = False
+    escaped_until = -1
+    for match in _JSON_STRUCTURE.finditer(text):
+        position, char = match.start(), match.group()
+        if position < escaped_until:
+            continue
+        if in_string:
+            if char == "\\":
+                escaped_until = position + 2
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJsonError(f"{name} is no JSON value (Go and R cannot read it); write a number or null")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJsonError(f"the number {text[:40]} is too large for a double (Go and R would read infinity)")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise _NotJsonError(
+            f"an integer of {len(text.lstrip('-'))} digits is too large for a double (Go and R would read infinity)"
+        )
+    return int(text)
 
 
 def _queued_record(request: RunRequest) -> RunRecord:
@@ -226,11 +443,11 @@ def _queued_record(request: RunRequest) -> RunRecord:
 
 def _rejected_record(upload: Upload, rejection: Rejection, now: datetime) -> RunRecord:
     return RunRecord(
-        run_id=derive_run_id(upload.container, upload.name, upload.etag),
+        run_id=derive_run_id(upload.container, upload.name, rejection.etag or ""),
         status=RunStatus.REJECTED,
         task_type=_printable(rejection.task_type)[:64],
-        source_uri=_printable(upload.uri)[:2048],
-        source_etag=upload.etag,
+        source_uri=_printable(blob_uri(upload.container, upload.name))[:2048],
+        source_etag=rejection.etag,
         requested_at=now,
         updated_at=now,
         finished_at=now,
@@ -239,6 +456,8 @@ def _rejected_record(upload: Upload, rejection: Rejection, now: datetime) -> Run
 
 
 def _error(code: str, message: str) -> RunError:
+    if len(message) > MAX_ERROR_MESSAGE_CHARS:
+        message = message[: MAX_ERROR_MESSAGE_CHARS - 1] + "…"
     return RunError(code=code, message=message)
 
 

@@ -18,12 +18,14 @@ def build_job_spec(request: RunRequest, callback_token: str, settings: AppSettin
     env = {
         "TASK_ID": request.run_id,
         "TASK_TYPE": request.task_type.value,
-        request.task_type.request_env_var: json.dumps(request.pacta_request()),
+        request.task_type.request_env_var: request_env_value(request),
         RunnerEnv.RUN_ID.value: request.run_id,
         RunnerEnv.ATTEMPT.value: str(attempt),
         RunnerEnv.CALLBACK_TOKEN.value: callback_token,
         RunnerEnv.EVENTS_QUEUE.value: settings.runner_events_queue,
         RunnerEnv.OUTPUT_PREFIX.value: runs_prefix(settings, request.run_id),
+        # The runner checks every input against these again before it downloads anything.
+        RunnerEnv.INPUT_SCOPES.value: json.dumps(settings.input_scopes),
         **storage_env(settings),
     }
     if request.task_type is not TaskType.PARSE_PORTFOLIO:
@@ -38,6 +40,11 @@ def build_job_spec(request: RunRequest, callback_token: str, settings: AppSettin
         memory=settings.runner_memory,
         deadline_seconds=request.policy.deadline_seconds,
     )
+
+
+def request_env_value(request: RunRequest) -> str:
+    """PACTA's `<TYPE>_REQUEST` variable: the request as JSON (ASCII, so the intake can size it exactly)."""
+    return json.dumps(request.pacta_request())
 
 
 def storage_env(settings: AppSettings) -> dict[str, str]:

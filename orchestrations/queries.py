@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from orchestrations.contracts import RunStatus
+from pydantic import TypeAdapter, ValidationError
+
+from orchestrations.contracts import RunRequest, RunStatus
 from orchestrations.run_store import RunNotFoundError, RunStore
 
 # An orchestration in one of these states will never update its run record again.
 _DEAD_RUNTIME_STATUSES = {"Failed", "Terminated"}
+# The form of every run id (`RunRequest.run_id`'s own constraint): anything else names no run.
+_RUN_ID = TypeAdapter(Annotated[str, RunRequest.model_fields["run_id"]])
+
+
+def is_run_id(text: str) -> bool:
+    """Whether `text` has the form of a run id; one that has not names no run, and storage is not asked."""
+    try:
+        _RUN_ID.validate_python(text)
+    except ValidationError:
+        return False
+    return True
 
 
 async def describe_run(run_id: str, client: Any, *, run_store: RunStore) -> dict[str, Any] | None:
-    """The run as users see it, or None if there is no such run."""
+    """The run as users see it, or None if there is no such run (at once for an id no run can have)."""
+    if not is_run_id(run_id):
+        return None
     try:
         record = run_store.get_run(run_id)
     except RunNotFoundError:

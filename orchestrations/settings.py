@@ -31,12 +31,16 @@ from orchestrations.contracts import (
 from orchestrations.errors import ConfigurationError
 
 _CONTAINER_NAME = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
+# Containers of the Functions host itself (receipts, keys): no request may read them, whatever INPUT_SCOPES says.
+_HOST_CONTAINER_PREFIX = "azure-webjobs-"
 _CLIENT_ID = r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$"
 _MEMORY = r"^\d+(\.\d+)?(Mi|Gi)$"
 # Settings whose values an error message must never repeat.
 _SECRET_SETTINGS = {"CALLBACK_TOKEN_KEY", "AzureWebJobsStorage", "RUNNER_STORAGE_CONNECTION"}
 MIN_CALLBACK_TOKEN_KEY_CHARS = 32
 # What to do about a missing setting that has no default.
+# An example for each list setting, shown when its value is not JSON.
+_JSON_EXAMPLES = {"INPUT_SCOPES": '["az://uploads/", "az://parsed/portfolios/"]'}
 _MISSING_HINTS = {
     "CALLBACK_TOKEN_KEY": "locally, `python -m local_runner callback-key` prints one (kept in .local/); in Azure, "
     "reference a Key Vault secret",
@@ -121,6 +125,14 @@ class AppSettings(BaseSettings):
         validation_alias="UPLOADS_CONTAINER",
         pattern=r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$",
         description="Container whose uploads start runs: `<task_type>/<file>`.",
+    )
+    input_scopes: list[str] = Field(
+        default_factory=list,
+        validation_alias="INPUT_SCOPES",
+        description="What a request may read, a JSON list of `az://<container>/` (a whole container) and "
+        "`az://<container>/<prefix>/` (a folder); unset: the uploads container. Every entry of a request's BlobURIs "
+        "must lie inside one (checked at the upload and again by the runner), and a portfolio upload is itself the "
+        "input of its run, so the uploads container's parse_portfolio/ folder must be covered.",
     )
     upload_trigger_source: UploadTriggerSource = Field(
         default=UploadTriggerSource.POLLING,
@@ -315,6 +327,17 @@ class AppSettings(BaseSettings):
             raise ValueError('must be a JSON list of non-empty strings, e.g. ["Rscript", "--vanilla", "run.R"]')
         return command
 
+    @field_validator("input_scopes")
+    @classmethod
+    def _scopes_are_containers_or_folders(cls, scopes: list[str]) -> list[str]:
+        for scope in scopes:
+            problem = _input_scope_problem(scope)
+            if problem:
+                raise ValueError(
+                    f"{scope!r} {problem}; write az://<container>/ for a whole container or az://<container>/<folder>/"
+                )
+        return scopes
+
     @field_validator(
         "runner_backend", "functions_environment", "docker_data_dir", "runner_storage_auth", "storage_connection",
         "storage_account_name", "storage_blob_uri", "storage_queue_uri", "storage_table_uri", "storage_client_id",
@@ -395,6 +418,21 @@ class AppSettings(BaseSettings):
                 f"RUNNER_BLOB_ACCOUNT_URL, RUNNER_QUEUE_ACCOUNT_URL: {plain[0]} is not https, and a managed identity's "
                 "token is never sent over plain HTTP; use the account's https endpoints (an Azurite with --cert), "
                 "or RUNNER_STORAGE_AUTH=connection_string"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _input_scopes_cover_portfolio_uploads(self) -> Self:
+        """Unset: the uploads container. Set: it must still cover where portfolio uploads are read from."""
+        if "input_scopes" not in self.model_fields_set:
+            object.__setattr__(self, "input_scopes", [f"az://{self.uploads_container}/"])
+        elif not self.input_scopes:
+            raise ValueError("INPUT_SCOPES: [] lets no run read its inputs; list scopes, or unset it for the default")
+        portfolios = f"az://{self.uploads_container}/{TaskType.PARSE_PORTFOLIO.value}/"
+        if not any(portfolios.startswith(scope) for scope in self.input_scopes):
+            raise ValueError(
+                f"INPUT_SCOPES: none of {self.input_scopes} covers {portfolios}, where a portfolio upload (the input "
+                f"of its own run) is read from; add az://{self.uploads_container}/ (the default) or {portfolios}"
             )
         return self
 
@@ -513,6 +551,23 @@ class AcaSettings(BaseSettings):
         return parts
 
 
+def _input_scope_problem(scope: str) -> str | None:
+    """What is wrong with one INPUT_SCOPES entry, or None (`contracts.input_scope_violation` reads them)."""
+    if not scope.startswith("az://"):
+        return "does not start with az://"
+    container, slash, folder = scope.removeprefix("az://").partition("/")
+    if not re.match(_CONTAINER_NAME, container) or "--" in container:
+        return f"does not name a container ({container!r}: 3 to 63 lowercase letters, digits and single hyphens)"
+    if container.startswith(_HOST_CONTAINER_PREFIX):
+        return "is a container of the Functions host itself (its receipts and keys), which no request may read"
+    if not slash or (folder and not folder.endswith("/")):
+        return "must end with '/' (a scope is a whole container or a folder, never part of a name)"
+    segments = folder.removesuffix("/").split("/") if folder else []
+    if any(segment in ("", ".", "..") or "\\" in segment or not segment.isprintable() for segment in segments):
+        return "has an empty, '.' or '..' folder, a backslash or a control character"
+    return None
+
+
 SettingsModel = TypeVar("SettingsModel", bound=BaseSettings)
 
 
@@ -527,11 +582,11 @@ def load(model: type[SettingsModel]) -> SettingsModel:
         return model()
     except SettingsError as exc:  # a list setting that is not JSON never reaches validation
         field = re.search(r'field "([^"]+)"', str(exc))
-        setting = model.model_fields[field.group(1)].validation_alias if field else "a setting"
+        setting = str(model.model_fields[field.group(1)].validation_alias) if field else "a setting"
+        example = _JSON_EXAMPLES.get(setting, '["python", "-m", "runner"]')
         raise ConfigurationError(
             "invalid_settings",
-            f"The app settings are invalid: {setting} is not JSON; write a list such as "
-            '["python", "-m", "runner"].',
+            f"The app settings are invalid: {setting} is not JSON; write a list such as {example}.",
         ) from None
     except ValidationError as exc:
         problems = []

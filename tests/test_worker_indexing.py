@@ -11,7 +11,7 @@ import pytest
 
 from orchestrations import runtime
 from tests.conftest import PROJECT_ROOT
-from tests.worker_indexing import index_like_the_worker, worker_available
+from tests.worker_indexing import raw_bindings_like_the_worker, worker_available
 
 BASE_ENV = {
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",
@@ -36,8 +36,7 @@ def index(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         for key, value in {**BASE_ENV, **env}.items():
             monkeypatch.setenv(key, value)
         _forget_app()
-        functions = index_like_the_worker(PROJECT_ROOT)
-        return {f.get_function_name(): [json.loads(b) for b in f.get_raw_bindings()] for f in functions}
+        return raw_bindings_like_the_worker(PROJECT_ROOT)
 
     yield run
     _forget_app()
@@ -64,8 +63,18 @@ def test_upload_trigger_polls_the_uploads_container_with_the_storage_connection(
     assert trigger == {
         "direction": "IN", "type": "blobTrigger", "name": "blob", "path": "uploads/{name}",
         "connection": "AzureWebJobsStorage", "source": "LogsAndContainerScan",
+        "properties": {"SupportsDeferredBinding": True},
     }
     assert _binding(bindings, "durableClient")["name"] == "client"
+
+
+def test_upload_trigger_asks_the_host_for_a_reference_to_the_blob_not_its_content(index: Any) -> None:
+    """SupportsDeferredBinding: the host sends ModelBindingData (container and name) and the worker
+    builds a BlobClient from it, so no upload is ever read whole into the host or the worker."""
+    bindings = index()["on_upload"]
+
+    assert _binding(bindings, "blobTrigger")["properties"] == {"SupportsDeferredBinding": True}
+    assert _binding(bindings, "durableClient")["properties"] == {"SupportsDeferredBinding": False}
 
 
 def test_upload_trigger_uses_event_grid_and_the_configured_container_when_set(index: Any) -> None:

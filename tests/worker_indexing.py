@@ -6,6 +6,7 @@ wheel into `.local/worker` without installing it, and these helpers put it on `s
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -27,12 +28,33 @@ def worker_available() -> bool:
 
 def index_like_the_worker(app_dir: Path) -> list[Any]:
     """The worker's `load_function_metadata`: file-name check, existence gate, import, registry check."""
+    return [function for function, _ in _index(app_dir)]
+
+
+def raw_bindings_like_the_worker(app_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """The bindings the worker sends the host for each function (`RpcFunctionMetadata.raw_bindings`):
+    for a function with an SDK-type (deferred) binding they come from azurefunctions-extensions-base and
+    carry `properties.SupportsDeferredBinding`, which makes the host send a reference instead of content."""
+    indexed = _index(app_dir)
+    from azure_functions_runtime.loader import get_fx_raw_bindings
+
+    return {
+        function.get_function_name(): [json.loads(raw) for raw in get_fx_raw_bindings(function, info)[0]]
+        for function, info in indexed
+    }
+
+
+def _index(app_dir: Path) -> list[tuple[Any, Any]]:
     if str(WORKER_DIR) not in sys.path:
         sys.path.insert(0, str(WORKER_DIR))
     from azure_functions_runtime.bindings import meta
     from azure_functions_runtime.functions import Registry
     from azure_functions_runtime.loader import index_function_app
     from azure_functions_runtime.utils.validators import validate_script_file_name
+
+    # A worker process looks for the extensions' registry once; each call here is a fresh process.
+    meta.DEFERRED_BINDING_REGISTRY = None
+    meta._DEFERRED_BINDING_REGISTRY_LOADED = False
 
     script_file_name = os.environ.get("PYTHON_SCRIPT_FILE_NAME", "function_app.py")
     validate_script_file_name(script_file_name)
@@ -42,6 +64,4 @@ def index_like_the_worker(app_dir: Path) -> list[Any]:
     meta.load_binding_registry()
     functions = index_function_app(str(function_path))
     registry = Registry()
-    for function in functions:
-        registry.add_indexed_function(function=function, protos=PROTOS)
-    return list(functions)
+    return [(function, registry.add_indexed_function(function=function, protos=PROTOS)) for function in functions]

@@ -9,11 +9,18 @@ An `Invoker` then calls them: each trigger kind has a builder for the value the 
 (`blob_trigger_input`, `queue_trigger_input`, `http_trigger_input`, ...), `durableClient`
 bindings get the JSON the Durable extension hands out (`DurableClientBinding`), and every
 invocation is logged as the Functions host logs it.
+
+SDK-type bindings (deferred bindings: a blob trigger parameter typed `BlobClient` from
+azurefunctions-extensions-bindings-blob) work as in the worker: a binding is deferred when its type
+has a converter in the extensions' registry and its parameter's annotation is an `SdkType`
+(`Binding.sdk_type`). The host then sends no content but a reference (`blob_reference_input`: the
+host's `ModelBindingData`), and the invoker has the extension's converter turn it into the client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import concurrent.futures
 import functools
 import importlib
@@ -41,6 +48,7 @@ from azure.functions.durable_functions import (
 )
 from azure.functions.http import HttpRequest
 from azure.functions.queue import QueueMessage
+from azurefunctions.extensions.base import Datum, get_binding_registry
 
 from local_runner.host.durable.api import DEFAULT_CONNECTION, client_binding_json
 from orchestrations.errors import ConfigurationError
@@ -59,6 +67,8 @@ ORCHESTRATION_TRIGGER = "orchestrationTrigger"
 ACTIVITY_TRIGGER = "activityTrigger"
 DURABLE_CLIENT = "durableClient"
 DURABLE_WEBHOOK_PATH = "/runtime/webhooks/durabletask"
+# What the Storage extension puts in a blob binding's ModelBindingData (its BlobParameterBindingData).
+BLOB_REFERENCE_SOURCE = "AzureStorageBlobs"
 
 
 class FunctionLoadError(ConfigurationError):
@@ -83,6 +93,8 @@ class Binding:
     type: str
     direction: str
     raw: Mapping[str, Any]
+    # The SDK type its parameter asks for (a deferred binding: the host passes a reference), else None.
+    sdk_type: builtins.type | None = None
 
 
 @dataclass(frozen=True)
@@ -196,9 +208,15 @@ def _import_fresh(app_dir: Path, module_name: str) -> Any:
 
 def _indexed(function: func.decorators.function_app.Function) -> IndexedFunction:
     name = function.get_function_name() or "?"
+    user_function = function.get_user_function()
+    annotations = {
+        param.name: param.annotation
+        for param in inspect.signature(user_function, eval_str=True).parameters.values()
+    }
     bindings = tuple(
         Binding(
-            name=raw["name"], type=raw["type"], direction=str(raw["direction"]).upper(), raw=raw
+            name=raw["name"], type=raw["type"], direction=str(raw["direction"]).upper(), raw=raw,
+            sdk_type=_sdk_type(raw["type"], str(raw["direction"]).upper(), annotations.get(raw["name"])),
         )
         for raw in (json.loads(text) for text in function.get_raw_bindings())
     )
@@ -206,7 +224,6 @@ def _indexed(function: func.decorators.function_app.Function) -> IndexedFunction
     trigger = next((b for b in bindings if declared is not None and b.name == declared.name), None)
     if trigger is None:
         raise FunctionLoadError(f"cannot load the {name} function: it has no trigger binding.")
-    user_function = function.get_user_function()
     return IndexedFunction(
         name=name,
         trigger=trigger,
@@ -214,6 +231,15 @@ def _indexed(function: func.decorators.function_app.Function) -> IndexedFunction
         user_function=user_function,
         requires_context=_check_parameters(name, user_function, bindings),
     )
+
+
+def _sdk_type(binding_type: str, direction: str, annotation: Any) -> type | None:
+    """The SDK type of a deferred binding, decided as the worker and the extensions decide it
+    (azurefunctions-extensions-base `Binding.get_dict_repr`: SupportsDeferredBinding)."""
+    registry = get_binding_registry()
+    if direction != "IN" or registry.get(binding_type) is None or not registry.check_supported_type(annotation):
+        return None
+    return annotation
 
 
 def _check_parameters(
@@ -279,6 +305,33 @@ def blob_trigger_input(
         blob_properties=properties,
         metadata=dict(metadata),
     )
+
+
+@dataclass(frozen=True)
+class ModelBindingData:
+    """The reference the host sends for a deferred binding (FunctionRpc.proto `ModelBindingData`)."""
+
+    version: str
+    source: str
+    content_type: str
+    content: str
+
+
+def blob_reference_input(*, connection: str, container: str, blob_name: str) -> ModelBindingData:
+    """What a blob trigger bound to an SDK type receives: the blob's address and the connection
+    setting's name, never its content (the Storage extension's BlobParameterBindingData)."""
+    address = {"Connection": connection, "ContainerName": container, "BlobName": blob_name}
+    return ModelBindingData(
+        version="1.0", source=BLOB_REFERENCE_SOURCE, content_type="application/json", content=json.dumps(address)
+    )
+
+
+def sdk_binding_input(binding: Binding, reference: ModelBindingData) -> Any:
+    """The client a deferred binding's parameter gets: the extension's converter decodes the reference,
+    as the worker has it do (`deferred_bindings_decode`)."""
+    converter = get_binding_registry().get(binding.type)
+    datum = Datum(value=reference, type="model_binding_data")
+    return converter.decode(datum, trigger_metadata={}, pytype=binding.sdk_type)
 
 
 def queue_trigger_input(
@@ -536,6 +589,8 @@ class Invoker:
     def _arguments(
         self, function: IndexedFunction, trigger_value: Any, invocation_id: str
     ) -> dict[str, Any]:
+        if function.trigger.sdk_type is not None:
+            trigger_value = sdk_binding_input(function.trigger, trigger_value)
         kwargs: dict[str, Any] = {function.trigger.name: trigger_value}
         for binding in function.bindings:
             if binding is function.trigger or binding.name == "$return":

@@ -3,7 +3,12 @@
 `BlobTriggerPoller` scans a container, calls the function once per (blob name, etag) and records
 that in a blob receipt under `azure-webjobs-hosts/blobreceipts/...`, as the host's blob listener
 does, so a restarted host does not fire twice and a re-upload fires again; a blob whose function
-keeps failing goes to the `webjobs-blobtrigger-poison` queue. `QueueTriggerPoller` receives
+keeps failing goes to the `webjobs-blobtrigger-poison` queue. A function whose trigger is bound to an
+SDK type (`BlobClient`) gets a reference and the poller reads nothing; otherwise the poller downloads
+the blob for the `InputStream`, as the host does. Whatever goes wrong with one blob (it cannot be
+read, its receipt cannot be written) counts as an attempt of that blob alone: the pass goes on with
+the others. A name storage clients cannot address (a `.` or `..` segment: the SDK collapses it, so a
+request would reach another blob) keeps its receipt in this host's memory. `QueueTriggerPoller` receives
 messages, deletes them on success, makes them visible again on failure and moves them to
 `<queue>-poison` after host.json `maxDequeueCount` attempts.
 
@@ -39,6 +44,7 @@ from local_runner.host.functions import (
     QUEUE_TRIGGER,
     IndexedFunction,
     Invoker,
+    blob_reference_input,
     blob_trigger_input,
     queue_trigger_input,
 )
@@ -177,6 +183,9 @@ class BlobTriggerPoller(TriggerPoller):
         self._host_id = host_id
         self._max_attempts = max_attempts
         self._encoding = message_encoding
+        self._connection_name = str(function.trigger.raw.get("connection") or "AzureWebJobsStorage")
+        # (etag, blob name) -> attempts, for blobs whose receipt cannot be kept in storage.
+        self._unrecorded: dict[tuple[str, str], int] = {}
         service = BlobServiceClient.from_connection_string(connection_string)
         self._container = service.get_container_client(self.path.container)
         self._hosts = service.get_container_client(HOSTS_CONTAINER)
@@ -193,9 +202,14 @@ class BlobTriggerPoller(TriggerPoller):
             return 0
         for blob in blobs:
             etag = blob.etag.strip('"')
-            tries = attempts.get((etag, blob.name), 0)
+            tries = max(attempts.get((etag, blob.name), 0), self._unrecorded.get((etag, blob.name), 0))
             if self.path.matches(blob.name) and tries < self._max_attempts:
-                handled += self._deliver(blob, etag, previous_attempts=tries)
+                try:
+                    handled += self._deliver(blob, etag, previous_attempts=tries)
+                except Exception:  # even the poison queue failed: one blob never stops the pass
+                    logger.warning("Blob %s/%s: delivery failed", self.path.container, blob.name, exc_info=True)
+                    self._unrecorded[(etag, blob.name)] = tries + 1
+                    handled += 1
         return handled
 
     def _read_receipts(self) -> dict[tuple[str, str], int]:
@@ -216,14 +230,41 @@ class BlobTriggerPoller(TriggerPoller):
         return found
 
     def _deliver(self, blob: BlobProperties, etag: str, *, previous_attempts: int) -> int:
-        client = self._container.get_blob_client(blob.name)
+        """One attempt at one blob: 1 if it counted (whatever happened), 0 if the blob changed meanwhile."""
+        tries = previous_attempts + 1
         try:
-            data = client.download_blob(
-                etag=blob.etag, match_condition=MatchConditions.IfNotModified
-            ).readall()
+            value = self._trigger_value(blob, etag)
         except (ResourceModifiedError, ResourceNotFoundError):
             return 0  # changed or deleted since the listing: the next pass sees the new state
-        stream = blob_trigger_input(
+        except Exception as exc:  # e.g. a name no client can address: the blob cannot be read
+            logger.warning(
+                "Blob %s/%s could not be read for %s (attempt %d of %d): %s: %s",
+                self.path.container, blob.name, self._function.name, tries, self._max_attempts,
+                type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "",
+            )  # fmt: skip
+            self._settle(blob.name, etag, tries=tries, succeeded=False)
+            return 1
+        reason = f"New blob detected(LogsAndContainerScan): {self.path.container}/{blob.name}"
+        try:
+            self._invoker.invoke(self._function, value, reason=reason)
+        except Exception:
+            self._settle(blob.name, etag, tries=tries, succeeded=False)
+            return 1
+        self._settle(blob.name, etag, tries=tries, succeeded=True)
+        return 1
+
+    def _trigger_value(self, blob: BlobProperties, etag: str) -> object:
+        """A reference for an SDK-type binding (nothing read); else the whole blob, as the host reads it."""
+        if self._function.trigger.sdk_type is not None:
+            return blob_reference_input(
+                connection=self._connection_name, container=self.path.container, blob_name=blob.name
+            )
+        if not _addressable(blob.name):
+            # The SDK collapses the dot segments: it would read another blob's bytes, or fail to sign (403).
+            raise ValueError("its name has a '.' or '..' segment, which storage clients resolve to another blob")
+        client = self._container.get_blob_client(blob.name)
+        data = client.download_blob(etag=blob.etag, match_condition=MatchConditions.IfNotModified).readall()
+        return blob_trigger_input(
             container=self.path.container,
             blob_name=blob.name,
             data=data,
@@ -233,17 +274,22 @@ class BlobTriggerPoller(TriggerPoller):
             last_modified=blob.last_modified,
             metadata=blob.metadata or {},
         )
-        reason = f"New blob detected(LogsAndContainerScan): {self.path.container}/{blob.name}"
-        try:
-            self._invoker.invoke(self._function, stream, reason=reason)
-        except Exception:
-            tries = previous_attempts + 1
-            if tries >= self._max_attempts:
-                self._send_to_poison(blob.name, etag, tries)
-            self._write_receipt(blob.name, etag, completed=tries >= self._max_attempts, tries=tries)
-            return 1
-        self._write_receipt(blob.name, etag, completed=True, tries=previous_attempts + 1)
-        return 1
+
+    def _settle(self, blob_name: str, etag: str, *, tries: int, succeeded: bool) -> None:
+        """Record an attempt: completed on success or at the last attempt (then to the poison queue)."""
+        completed = succeeded or tries >= self._max_attempts
+        if not succeeded and completed:
+            self._send_to_poison(blob_name, etag, tries)
+        if _addressable(blob_name):
+            try:
+                self._write_receipt(blob_name, etag, completed=completed, tries=tries)
+                return
+            except Exception as exc:
+                logger.warning(
+                    "Receipt of blob %s/%s not written (%s); this host keeps it in memory",
+                    self.path.container, blob_name, type(exc).__name__,
+                )  # fmt: skip
+        self._unrecorded[(etag, blob_name)] = self._max_attempts if completed else tries
 
     def _write_receipt(self, blob_name: str, etag: str, *, completed: bool, tries: int) -> None:
         name = blob_receipt_name(
@@ -359,6 +405,12 @@ class QueueTriggerPoller(TriggerPoller):
         _create_queue(self._poison)
         self._poison.send_message(message.content)
         self._queue.delete_message(message)
+
+
+def _addressable(blob_name: str) -> bool:
+    """Whether storage clients reach this very blob by its name: not with a `.` or `..` segment, which
+    they collapse (a receipt written under it would be another blob's)."""
+    return not any(segment in (".", "..") for segment in blob_name.split("/"))
 
 
 def _decode(content: str, encoding: MessageEncoding) -> bytes:

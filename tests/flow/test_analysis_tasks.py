@@ -27,7 +27,9 @@ PORTFOLIO = b"investor_name,portfolio_name,isin,market_value,currency\nI,P,GB000
 def test_a_report_request_runs_pactas_command_and_records_its_artifacts(
     flow_env: FlowEnv, start_host: Callable[..., LocalHost]
 ) -> None:
-    start_host(CREATE_REPORT_COMMAND=json.dumps(FAKE_RUN_PACTA))
+    # Requests read only what INPUT_SCOPES lists: here the uploads and the parsed portfolios.
+    scopes = [f"az://{flow_env.uploads}/", f"az://{flow_env.name}-parsed/"]
+    start_host(CREATE_REPORT_COMMAND=json.dumps(FAKE_RUN_PACTA), INPUT_SCOPES=json.dumps(scopes))
     parsed = flow_env.blobs.create_container(f"{flow_env.name}-parsed")
     parsed.upload_blob("0b1c2d.csv", PORTFOLIO)
     analysis_id = f"analysis.{flow_env.name}"

@@ -101,3 +101,16 @@ def test_a_bad_command_setting_stops_the_start_up_naming_it(
 def test_a_relative_data_dir_is_refused() -> None:
     with pytest.raises(ValueError, match="BENCHMARKS_DIR"):
         settings(BENCHMARKS_DIR="data/benchmarks")
+
+
+@pytest.mark.parametrize("task_type", list(TaskType))
+def test_every_job_gets_the_input_scopes_for_the_runner_to_check_again(task_type: TaskType) -> None:
+    document = None if task_type is TaskType.PARSE_PORTFOLIO else {"BlobURIs": ["az://parsedportfolios/a.csv"]}
+    default = build_job_spec(request(task_type, document), TOKEN, settings(UPLOADS_CONTAINER="portfolios")).env
+    scopes = ["az://portfolios/", "az://parsedportfolios/"]
+    configured = settings(UPLOADS_CONTAINER="portfolios", INPUT_SCOPES=scopes)
+
+    env = build_job_spec(request(task_type, document), TOKEN, configured).env
+
+    assert json.loads(default["RUNNER_INPUT_SCOPES"]) == ["az://portfolios/"]
+    assert json.loads(env["RUNNER_INPUT_SCOPES"]) == scopes

@@ -21,16 +21,26 @@ from local_runner.host.functions import (
 SAMPLE_ENTRY = "sample_entry.py"
 
 # Every trigger kind the host delivers. Blob and queue names come from app settings (%...%), so
-# each test gets fresh ones; bodies starting with b"fail" make the function raise.
+# each test gets fresh ones; bodies starting with b"fail" make the function raise. `on_reference`
+# binds its blob trigger to an SDK type (BlobClient): the host passes a reference, not the content.
 SAMPLE_APP = textwrap.dedent(
     """
     import json
 
     import azure.durable_functions as df
     import azure.functions as func
+    import azurefunctions.extensions.bindings.blob as blobext
 
     app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
     CALLS: list = []
+
+
+    @app.blob_trigger(arg_name="ref", path="%SAMPLE_CONTAINER%/ref/{name}",
+                      connection="AzureWebJobsStorage")
+    def on_reference(ref: blobext.BlobClient) -> None:
+        CALLS.append({"function": "on_reference", "client": ref, "name": ref.blob_name})
+        if ref.blob_name.endswith(".fail"):
+            raise ValueError("asked to fail")
 
 
     @app.blob_trigger(arg_name="blob", path="%SAMPLE_CONTAINER%/in/{name}",

@@ -12,6 +12,7 @@ from typing import Any
 
 import azure.durable_functions as df
 import pytest
+from azure.storage.blob import BlobClient
 
 from local_runner.host.functions import (
     ACTIVITY_TRIGGER,
@@ -24,11 +25,12 @@ from local_runner.host.functions import (
     FunctionLoadError,
     FunctionNotFoundError,
     Invoker,
+    blob_reference_input,
     blob_trigger_input,
     load_function_index,
     queue_trigger_input,
 )
-from tests.worker_indexing import index_like_the_worker, worker_available
+from tests.worker_indexing import index_like_the_worker, raw_bindings_like_the_worker, worker_available
 
 TWO_APPS = textwrap.dedent(
     """
@@ -47,7 +49,7 @@ def bindings_by_name(index: FunctionIndex, name: str) -> dict[str, dict[str, Any
 
 def test_indexing_finds_every_function_with_its_trigger_and_bindings(index: FunctionIndex) -> None:
     assert sorted(index.names) == [
-        "boom", "double", "get_run", "on_message", "on_upload", "pipeline", "start",
+        "boom", "double", "get_run", "on_message", "on_reference", "on_upload", "pipeline", "start",
     ]  # fmt: skip
     assert index.get("on_upload").trigger.type == BLOB_TRIGGER
     assert index.get("on_upload").trigger.raw["path"] == "%SAMPLE_CONTAINER%/in/{name}"
@@ -60,7 +62,7 @@ def test_indexing_finds_every_function_with_its_trigger_and_bindings(index: Func
 
 
 def test_functions_are_listed_by_trigger_type(index: FunctionIndex) -> None:
-    assert [f.name for f in index.list_by_trigger(BLOB_TRIGGER)] == ["on_upload"]
+    assert sorted(f.name for f in index.list_by_trigger(BLOB_TRIGGER)) == ["on_reference", "on_upload"]
     assert [f.name for f in index.list_by_trigger(QUEUE_TRIGGER)] == ["on_message"]
     assert sorted(f.name for f in index.list_by_trigger(HTTP_TRIGGER)) == [
         "boom",
@@ -92,6 +94,36 @@ def test_the_index_agrees_with_the_python_workers_own_indexing(index: FunctionIn
     worker = {f.get_function_name(): sorted(f.get_raw_bindings()) for f in indexed}
 
     assert worker == {f.name: sorted(json.dumps(dict(b.raw)) for b in f.bindings) for f in index}
+
+
+@pytest.mark.skipif(not worker_available(), reason="the worker package is not in .local/worker")
+def test_the_host_defers_exactly_the_bindings_the_worker_asks_it_to_defer(index: FunctionIndex) -> None:
+    sys.modules.pop(index.entry_file.stem)
+    worker = raw_bindings_like_the_worker(index.entry_file.parent)
+
+    asked = {
+        (function, binding["name"]) for function, bindings in worker.items() for binding in bindings
+        if binding.get("properties", {}).get("SupportsDeferredBinding")
+    }
+
+    assert {(f.name, b.name) for f in index for b in f.bindings if b.sdk_type is not None} == asked
+    assert asked == {("on_reference", "ref")}
+
+
+def test_an_sdk_typed_blob_trigger_gets_a_client_built_from_the_reference_alone(
+    index: FunctionIndex, invoker: Invoker, calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")  # no storage is asked
+    reference = blob_reference_input(connection="AzureWebJobsStorage", container="c1", blob_name="ref/a b.csv")
+
+    invoker.invoke(index.get("on_reference"), reference, reason="test")
+
+    (call,) = calls
+    assert type(call["client"]) is BlobClient
+    assert (call["client"].container_name, call["client"].blob_name) == ("c1", "ref/a b.csv")
+    assert json.loads(reference.content) == {
+        "Connection": "AzureWebJobsStorage", "ContainerName": "c1", "BlobName": "ref/a b.csv"
+    }
 
 
 def test_a_missing_entry_file_is_an_error_that_explains_the_legacy_fallback(

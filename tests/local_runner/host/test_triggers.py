@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient
 
 from local_runner.host.clock import ManualClock
@@ -22,6 +22,7 @@ from local_runner.host.triggers import (
     blob_receipt_name,
 )
 from tests.conftest import wait_for
+from tests.local_runner.host.raw_blobs import put_blob_raw
 
 pytestmark = pytest.mark.azurite
 
@@ -151,6 +152,46 @@ def test_a_failing_blob_is_retried_then_poisoned_and_left_alone(
         }
     ]
     assert blob_poller_factory(max_attempts=3).poll_once() == 0  # nor after a restart
+
+
+def test_a_blob_no_client_can_read_is_retried_then_poisoned_and_never_stops_the_blobs_after_it(
+    azurite: str, uploads: ContainerClient, blob_poller_factory: Any, calls: list[dict[str, Any]]
+) -> None:
+    # Azurite stores it as in/back/../slash.csv; the SDK collapses the '..' and the read fails (403).
+    assert put_blob_raw(azurite, uploads.container_name, "in/back\\..\\slash.csv", b"evil").status_code == 201
+    uploads.upload_blob("in/z.csv", b"listed after it")
+    poller = blob_poller_factory(max_attempts=3)
+
+    handled = [poller.poll_once() for _ in range(4)]
+
+    assert handled == [2, 1, 1, 0]
+    assert uploads_of(calls) == [b"listed after it"]
+    messages = [json.loads(base64.b64decode(m)) for m in poison_messages(azurite, BLOB_POISON_QUEUE)]
+    assert [m["BlobName"] for m in messages if m["ContainerName"] == uploads.container_name] == [
+        "in/back/../slash.csv"
+    ]
+
+
+def test_a_blob_client_trigger_gets_a_reference_even_to_a_blob_no_client_can_read(
+    azurite: str,
+    uploads: ContainerClient,
+    index: FunctionIndex,
+    invoker: Invoker,
+    calls: list[dict[str, Any]],
+    unique_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AzureWebJobsStorage", azurite)  # the binding's connection, read by the extension
+    assert put_blob_raw(azurite, uploads.container_name, "ref/back\\..\\slash.csv", b"evil").status_code == 201
+    uploads.upload_blob("ref/ok.csv", b"fine")
+    poller = BlobTriggerPoller(azurite, index.get("on_reference"), invoker, ManualClock(), host_id=unique_name)
+
+    handled = [poller.poll_once(), poller.poll_once()]
+
+    assert handled == [2, 0]  # the host read neither; the unreadable one keeps its receipt in memory
+    assert [call["name"] for call in calls] == ["ref/back/../slash.csv", "ref/ok.csv"]
+    client = calls[1]["client"]
+    assert type(client) is BlobClient and client.download_blob().readall() == b"fine"
 
 
 def test_failed_attempts_survive_a_restart(
