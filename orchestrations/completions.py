@@ -7,6 +7,7 @@ walk it to the poison queue. Storage errors do raise, so the queue retries them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -32,7 +33,8 @@ async def handle_runner_message(body: str, client: Any, *, run_store: RunStore, 
         return False
     extra = {"run_id": event.run_id}
     try:
-        record = run_store.get_run(event.run_id)
+        # Off the event loop: the worker runs a batch of messages at once, and a slow lookup must not hold the rest.
+        record = await asyncio.to_thread(run_store.get_run, event.run_id)
     except RunNotFoundError:
         logger.warning("Dropped a runner message for unknown run %s", event.run_id, extra=extra)
         return False

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -28,6 +29,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -359,20 +361,25 @@ class QueueTriggerPoller(TriggerPoller):
                 messages_per_page=batch, max_messages=batch, visibility_timeout=self._lease_seconds
             )
         )
-        for message in messages:
-            self._handle(message)
+        # The Functions host runs a batch's invocations at once (host.json batchSize), not one by one: a slow
+        # message must not hold up the others (QueueListener / QueueProcessor in the WebJobs storage extension).
+        started = [(message, self._start(message)) for message in messages]
+        for message, invocation in started:
+            if invocation is not None:
+                self._settle(message, invocation)
         return len(messages)
 
-    def _handle(self, message: QueueMessage) -> None:
+    def _start(self, message: QueueMessage) -> concurrent.futures.Future[Any] | None:
+        """Submit the message's invocation; None when it went to the poison queue instead."""
         max_count = self._settings.max_dequeue_count
         if message.dequeue_count is not None and message.dequeue_count > max_count:
             self._move_to_poison(message, "it was dequeued more than maxDequeueCount times")
-            return
+            return None
         try:
             body = _decode(str(message.content or ""), self._settings.message_encoding)
         except ValueError as exc:
             self._move_to_poison(message, f"it could not be decoded ({exc})")
-            return
+            return None
         value = queue_trigger_input(
             id=message.id,
             body=body,
@@ -383,8 +390,13 @@ class QueueTriggerPoller(TriggerPoller):
             pop_receipt=message.pop_receipt,
         )
         reason = f"New queue message detected on '{self.queue_name}'."
+        return self._invoker.submit(self._function, value, reason=reason)
+
+    def _settle(self, message: QueueMessage, invocation: concurrent.futures.Future[Any]) -> None:
+        """Delete the message once its invocation succeeded; else retry it later, or poison it."""
+        max_count = self._settings.max_dequeue_count
         try:
-            self._invoker.invoke(self._function, value, reason=reason)
+            invocation.result()
         except Exception:
             if (message.dequeue_count or 1) >= max_count:
                 self._move_to_poison(message, f"its function failed {max_count} times")

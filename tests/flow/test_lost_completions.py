@@ -479,3 +479,28 @@ def test_an_orchestration_that_fails_logs_and_keeps_no_token(
     assert token_of(run_id) not in kept and TEST_CALLBACK_TOKEN_KEY not in kept
     view = api_get(host, f"runs/{run_id}").json()
     assert view["status"] == "failed" and view["error"]["code"] == "orchestration_failed"
+
+
+def test_a_flood_of_junk_completion_messages_does_not_hold_up_a_good_run(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clock stands still: only the runner's own message can end the run, through 32 junk ones ahead of it."""
+    caplog.set_level(logging.INFO, logger="orchestrations")
+    clock = ManualClock()
+    host = start_host(clock=clock)
+    queue = events_queue(flow_env)
+    with contextlib.suppress(ResourceExistsError):
+        queue.create_queue()
+    now = clock.now()
+    for n in range(16):
+        queue.send_message(json.dumps({"run_id": f"x/{n}", "token": "t" * 43, "status": "succeeded", "exit_code": 0,
+                                       "started_at": now.isoformat(), "finished_at": now.isoformat()}))
+        queue.send_message(RunnerEvent(run_id=f"run-nobody-{n:04}", token="t" * 43, status=RunnerEventStatus.SUCCEEDED,
+                                       exit_code=0, started_at=now, finished_at=now).to_message())
+    run_id = flow_env.upload("parse_portfolio/after-the-flood.csv", PORTFOLIO)
+
+    record = drive(host, clock, flow_env, run_id, seconds_per_step=0)
+
+    assert record.status is RunStatus.SUCCEEDED and record.outputs_count == 1
+    assert scheduled_activities(host, run_id) == ["start_job", "record_outcome"]
+    assert caplog.text.count("not a valid RunnerEvent") == 16 and caplog.text.count("for unknown run") == 16

@@ -21,11 +21,13 @@ from local_runner.host.functions import (
 SAMPLE_ENTRY = "sample_entry.py"
 
 # Every trigger kind the host delivers. Blob and queue names come from app settings (%...%), so
-# each test gets fresh ones; bodies starting with b"fail" make the function raise. `on_reference`
-# binds its blob trigger to an SDK type (BlobClient): the host passes a reference, not the content.
+# each test gets fresh ones; bodies starting with b"fail" make the function raise, and a message
+# "wait:x" waits for a message "signal:x". `on_reference` binds its blob trigger to an SDK type (BlobClient): the host passes a reference, not the content.
 SAMPLE_APP = textwrap.dedent(
     """
     import json
+    import threading
+    from collections import defaultdict
 
     import azure.durable_functions as df
     import azure.functions as func
@@ -33,6 +35,8 @@ SAMPLE_APP = textwrap.dedent(
 
     app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
     CALLS: list = []
+    # Messages "wait:<name>" block until a message "signal:<name>" has been handled (at most 10 s).
+    SIGNALS: defaultdict = defaultdict(threading.Event)
 
 
     @app.blob_trigger(arg_name="ref", path="%SAMPLE_CONTAINER%/ref/{name}",
@@ -61,6 +65,11 @@ SAMPLE_APP = textwrap.dedent(
         CALLS.append({"function": "on_message", "body": body, "dequeue_count": msg.dequeue_count})
         if body.startswith(b"fail"):
             raise ValueError("asked to fail")
+        verb, _, name = body.decode().partition(":")
+        if verb == "signal":
+            SIGNALS[name].set()
+        elif verb == "wait" and not SIGNALS[name].wait(10):
+            raise TimeoutError(f"no {name} signal came")
 
 
     @app.route(route="runs/{run_id}", methods=["GET"])

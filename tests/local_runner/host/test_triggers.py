@@ -247,6 +247,21 @@ def test_a_queue_message_that_succeeds_is_deleted(
     assert queue.get_queue_properties().approximate_message_count == 0
 
 
+def test_the_messages_of_one_batch_are_handled_at_once_not_one_after_another(
+    queue: QueueClient, queue_poller: QueueTriggerPoller, calls: list[dict[str, Any]]
+) -> None:
+    """As the Functions host runs up to batchSize invocations at once: a message that waits for another one of
+    its batch would time out if they were handled in turn."""
+    queue_poller.poll_once()  # creates the queue
+    queue.send_message(b64("wait:go"))
+    queue.send_message(b64("signal:go"))
+
+    assert queue_poller.poll_once() == 2
+
+    assert sorted((call["body"], call["dequeue_count"]) for call in calls) == [(b"signal:go", 1), (b"wait:go", 1)]
+    assert queue.get_queue_properties().approximate_message_count == 0
+
+
 def test_a_message_failing_max_dequeue_count_times_lands_in_the_poison_queue_with_its_body(
     azurite: str, queue: QueueClient, queue_poller: QueueTriggerPoller, calls: list[dict[str, Any]]
 ) -> None:
