@@ -22,7 +22,8 @@ SAMPLE_ENTRY = "sample_entry.py"
 
 # Every trigger kind the host delivers. Blob and queue names come from app settings (%...%), so
 # each test gets fresh ones; bodies starting with b"fail" make the function raise, and a message
-# "wait:x" waits for a message "signal:x". `on_reference` binds its blob trigger to an SDK type (BlobClient): the host passes a reference, not the content.
+# "wait:x" waits for a message "signal:x". `on_reference` binds its blob trigger to an SDK type
+# (BlobClient): the host passes a reference, not the content.
 SAMPLE_APP = textwrap.dedent(
     """
     import json
