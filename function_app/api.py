@@ -26,12 +26,13 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 
 
 @bp.route(route="runs", methods=["GET"])
-def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+@bp.durable_client_input(client_name="client")
+async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
         limit = int(req.params.get("limit", "50"))
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise ValueError(f"limit={limit} is outside 1..{MAX_LIST_LIMIT}")
-        runs = queries.list_runs(runtime.run_store(), status=req.params.get("status"), limit=limit)
+        runs = await queries.list_runs(client, runtime.run_store(), status=req.params.get("status"), limit=limit)
     except ValueError as exc:
         return _json({"error": {"code": "invalid_query", "message": str(exc)}}, status=400)
     return _json({"runs": runs})

@@ -477,8 +477,16 @@ def test_an_orchestration_that_fails_logs_and_keeps_no_token(
     # What the extension's log holds: every action with its input, the job's start among them.
     assert [event["Input"] for event in history if event.get("Name") == "start_job"] != [None]
     assert token_of(run_id) not in kept and TEST_CALLBACK_TOKEN_KEY not in kept
+    listed = api_get(host, "runs").json()["runs"]  # the listing settles the dead run too, not only the run's page
+    assert [(run["run_id"], run["status"], run["error"]["code"]) for run in listed] == [
+        (run_id, "failed", "orchestration_failed")
+    ]
     view = api_get(host, f"runs/{run_id}").json()
-    assert view["status"] == "failed" and view["error"]["code"] == "orchestration_failed"
+    assert view["status"] == "failed" and view["error"] == listed[0]["error"]
+    assert "the runs table is unreachable" in view["error"]["message"]
+    assert "Traceback" not in view["error"]["message"] and "site-packages" not in view["error"]["message"]
+    record = flow_env.record(run_id)
+    assert record is not None and record.status is RunStatus.FAILED  # the table, not only the answers
 
 
 def test_a_flood_of_junk_completion_messages_does_not_hold_up_a_good_run(
