@@ -3,7 +3,7 @@
 Like PACTA's `aztask`, one job (manual trigger) serves every run; `start` reads the job's own template,
 puts the run's environment into its container (keeping the job's other variables, secret references
 among them), applies the `ACA_*` overrides and calls Jobs - Start. Volume mounts and probes cannot travel
-in a start template; the platform gives the execution the job's volumes (see the README).
+in a start template; the platform gives the execution the job's volumes (see docs/azure-container-apps.md).
 Status is Job Execution - Get, stop is Jobs - Stop Execution. Container Apps keeps no logs to hand back,
 so `logs` says where they are.
 
@@ -341,7 +341,7 @@ class TransientArmError(Exception):
 
 
 def definition_problems(job: Job, deadline_seconds: int) -> list[str]:
-    """What in the job's definition works against the orchestration (README: "Running on Azure Container Apps").
+    """What in the job's definition works against the orchestration (docs/azure-container-apps.md).
 
     None of these stops a start: Container Apps starts any job on request. They change what a run means.
     """

@@ -376,7 +376,7 @@ def parse_request_document(content: bytes) -> dict[str, Any] | RunError:
         return _error(
             "invalid_request",
             f"The request document has invalid fields: {describe_validation_error(exc)}. "
-            "See the README, section Analysis tasks, for its keys.",
+            "See docs/analysis-tasks.md for its keys.",
         )
     return document
 

@@ -87,8 +87,9 @@ RUNNER_CLIENT_ID = "0b0b0b0b-0000-4000-8000-00000000b001"
 
 
 def runner_job_properties(job_name: str) -> dict[str, Any]:
-    """A job defined as the README asks (manual, replica timeout above the deadline, no platform retries)
-    whose runner container keeps a secret reference and a plain variable of its own, and no storage key."""
+    """A job defined as docs/azure-container-apps.md asks (manual, replica timeout above the deadline, no
+    platform retries) whose runner container keeps a secret reference and a plain variable of its own, and no
+    storage key."""
     properties = default_job_properties(job_name)
     properties["configuration"]["secrets"] = [{"name": "pacta-api-key", "value": "not-for-the-run"}]
     (container,) = properties["template"]["containers"]

@@ -12,5 +12,5 @@ Modules, in the order a file meets them:
 - number_parsing, market_values, r_format: readr's number parsing and R's `write.csv` output.
 - export: one `<uuid>.csv` per sub-portfolio.
 `runner.tasks.parse_portfolio` builds the manifest from these. Every deliberate difference from
-PACTA's parser is listed in the README, section "Portfolio parser".
+PACTA's parser is listed in docs/portfolio-parser.md.
 """
