@@ -9,6 +9,7 @@ the whole app on the in-process host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -19,9 +20,10 @@ from typing import Any
 import azure.durable_functions as df
 import pytest
 from aiohttp import web
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.durable_functions.models.utils import http_utils
 from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient, QueueMessage
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -29,11 +31,21 @@ from local_runner.host.clock import ManualClock
 from local_runner.host.durable import InstanceStore, OrchestrationEngine
 from local_runner.host.durable.api import client_binding_json, create_durable_api
 from local_runner.host.host import LocalHost
-from orchestrations import intake
-from orchestrations.contracts import RunPolicy, RunStatus, RunTaskInput, TaskType
+from orchestrations import intake, runtime
+from orchestrations.contracts import (
+    RunnerEvent,
+    RunnerEventStatus,
+    RunPolicy,
+    RunRequest,
+    RunStatus,
+    RunTaskInput,
+    SourceBlob,
+    TaskType,
+)
 from orchestrations.intake import ORCHESTRATOR_NAME, StoredUpload, derive_run_id
+from orchestrations.job_spec import build_job_spec
 from orchestrations.run_store import RunStore
-from tests.flow.conftest import FlowEnv, api_get, wait_for_end
+from tests.flow.conftest import FlowEnv, api_get, wait_for, wait_for_end
 from tests.local_runner.host.raw_blobs import put_blob_raw
 
 pytestmark = pytest.mark.azurite
@@ -225,6 +237,7 @@ def test_every_hostile_upload_ends_in_exactly_one_record_and_never_stays_queued(
 # --- the whole app on the in-process host ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["process", "docker"], indirect=True)
 def test_a_report_request_naming_the_task_hubs_own_container_is_refused_and_starts_no_job(
     flow_env: FlowEnv, start_host: Callable[..., LocalHost]
 ) -> None:
@@ -280,3 +293,44 @@ def test_a_run_id_no_run_can_have_is_a_404_with_a_reason(
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "run_not_found"
+
+
+@pytest.mark.parametrize("backend", ["process", "docker"], indirect=True)
+def test_a_job_given_an_input_outside_its_scopes_reads_nothing_and_says_so(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost]
+) -> None:
+    """The runner's own check, in the real runner (a process, or the image on Docker): a job the intake never
+    started, given another run's output, downloads nothing."""
+    start_host(deliver_completions=False)
+    runs = flow_env.env["RUNS_CONTAINER"]
+    with contextlib.suppress(ResourceExistsError):
+        flow_env.blobs.create_container(runs)
+    stolen = flow_env.blobs.get_blob_client(runs, "run-someone-else/outputs/a.csv")
+    stolen.upload_blob(b"isin,market_value,currency\nGB0007980591,10000,USD\n", overwrite=True)
+    run_id = f"run-{flow_env.name}-out-of-scope"
+    request = RunRequest(
+        run_id=run_id, task_type=TaskType.CREATE_REPORT, inputs=[f"az://{runs}/run-someone-else/outputs/a.csv"],
+        source=SourceBlob(container=flow_env.uploads, name="create_report/x.json", etag="e", size=1,
+                          uri=f"az://{flow_env.uploads}/create_report/x.json"),
+        requested_at=datetime.now(UTC), request_document={"BlobURIs": [f"az://{runs}/run-someone-else/outputs/a.csv"]},
+    )
+    spec = build_job_spec(request, "t" * 43, runtime.settings())
+    flow_env.run_ids.append(run_id)
+
+    runtime.backend().start(spec)
+
+    queue = QueueClient.from_connection_string(flow_env.connection, flow_env.env["RUNNER_EVENTS_QUEUE"])
+    message = wait_for(lambda: next(iter(_peek(queue)), None), what="the runner's completion message", timeout=120)
+    event = RunnerEvent.model_validate_json(message.content)
+    assert event.status is RunnerEventStatus.FAILED and event.error is not None
+    assert event.error.code == "input_not_allowed"
+    assert f"az://{runs}/run-someone-else/outputs/a.csv" in event.error.message
+    log = flow_env.read_blob(f"az://{runs}/{run_id}/runner.log").decode()
+    assert "nothing was downloaded" in event.error.message and "downloaded az://" not in log
+
+
+def _peek(queue: QueueClient) -> list[QueueMessage]:
+    try:
+        return list(queue.peek_messages(max_messages=1))
+    except ResourceNotFoundError:  # the runner creates the queue
+        return []
