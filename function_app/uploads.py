@@ -23,7 +23,7 @@ settings = runtime.settings()
     arg_name="blob",
     path=f"{settings.uploads_container}/{{name}}",
     connection="AzureWebJobsStorage",
-    source=settings.upload_trigger_source.value,
+    source=settings.upload_source.value,
 )
 @bp.durable_client_input(client_name="client")
 async def on_upload(blob: blob_binding.BlobClient, client: df.DurableOrchestrationClient) -> None:

@@ -134,10 +134,11 @@ class AppSettings(BaseSettings):
         "must lie inside one (checked at the upload and again by the runner), and a portfolio upload is itself the "
         "input of its run, so the uploads container's parse_portfolio/ folder must be covered.",
     )
-    upload_trigger_source: UploadTriggerSource = Field(
-        default=UploadTriggerSource.POLLING,
+    upload_trigger_source: UploadTriggerSource | None = Field(
+        default=None,
         validation_alias="UPLOAD_TRIGGER_SOURCE",
-        description="LogsAndContainerScan (polling, local) or EventGrid (Azure, Flex Consumption).",
+        description="LogsAndContainerScan (polling) or EventGrid; unset: polling under the emulator, EventGrid "
+        "outside it (Flex Consumption supports only the Event Grid source). Read through `upload_source`.",
     )
     upload_max_bytes: int = Field(
         default=50 * 1024 * 1024,
@@ -340,6 +341,7 @@ class AppSettings(BaseSettings):
 
     @field_validator(
         "runner_backend", "functions_environment", "docker_data_dir", "runner_storage_auth", "storage_connection",
+        "upload_trigger_source",
         "storage_account_name", "storage_blob_uri", "storage_queue_uri", "storage_table_uri", "storage_client_id",
         "runner_blob_account_url", "runner_queue_account_url", "runner_client_id", mode="before",
     )
@@ -357,6 +359,14 @@ class AppSettings(BaseSettings):
         connection = self.runner_storage_connection or self.storage_connection
         assert connection is not None
         return connection
+
+    @property
+    def upload_source(self) -> UploadTriggerSource:
+        """How the blob trigger learns of uploads: the setting, else polling under the emulator and Event Grid
+        outside it."""
+        if self.upload_trigger_source is not None:
+            return self.upload_trigger_source
+        return UploadTriggerSource.POLLING if self.is_emulator else UploadTriggerSource.EVENT_GRID
 
     @property
     def runs_on_aca(self) -> bool:

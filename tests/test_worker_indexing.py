@@ -17,6 +17,7 @@ BASE_ENV = {
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",
     "PYTHON_SCRIPT_FILE_NAME": "entry.py",
     "RUNNER_BACKEND": "process",
+    "AZURE_FUNCTIONS_ENVIRONMENT": "Development",  # as local.settings.json has it
 }
 
 
@@ -75,6 +76,12 @@ def test_upload_trigger_asks_the_host_for_a_reference_to_the_blob_not_its_conten
 
     assert _binding(bindings, "blobTrigger")["properties"] == {"SupportsDeferredBinding": True}
     assert _binding(bindings, "durableClient")["properties"] == {"SupportsDeferredBinding": False}
+
+
+def test_outside_the_emulator_the_upload_trigger_uses_event_grid_as_flex_consumption_requires(index: Any) -> None:
+    trigger = _binding(index(AZURE_FUNCTIONS_ENVIRONMENT="", UPLOAD_TRIGGER_SOURCE="")["on_upload"], "blobTrigger")
+
+    assert trigger["source"] == "EventGrid"
 
 
 def test_upload_trigger_uses_event_grid_and_the_configured_container_when_set(index: Any) -> None:
