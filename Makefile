@@ -9,7 +9,7 @@ RUNNER_IMAGE ?= pacta-runner:local
 export RUNNER_IMAGE
 
 .DEFAULT_GOAL := help
-.PHONY: help setup images demo up down test lint bench clean
+.PHONY: help setup images demo up down test lint bench clean infra-check
 
 help:
 	@echo "make setup   create .venv, install requirements-dev.txt and Azurite (scripts/bootstrap.sh)"
@@ -19,6 +19,7 @@ help:
 	@echo "make down    stop what 'make up' started"
 	@echo "make test    run every test against real local services (REQUIRE_SERVICES=1)"
 	@echo "make lint    ruff and mypy"
+	@echo "make infra-check  the infra/ templates offline: parse, checkov, and their agreement with the app (tests/infra)"
 	@echo "make bench   run every bench/*.py and print its figures"
 	@echo "make clean   remove the process backend's run directories (.local/process-runs)"
 
@@ -65,3 +66,9 @@ bench: setup images
 
 clean:
 	rm -rf .local/process-runs
+
+# The Bicep templates, offline (no Azure, no Bicep compiler): tree-sitter-bicep, checkov and the agreement tests,
+# with the tools in their own venv (.local/infra-venv, scripts/infra-venv.sh). `make test` runs them too.
+infra-check: setup
+	@bash scripts/infra-venv.sh >/dev/null
+	@REQUIRE_SERVICES=1 $(PYTHON) -m pytest tests/infra $(PYTEST_ARGS)
