@@ -15,6 +15,7 @@ orchestrator may still be reading), and `python -m local_runner prune` removes t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 PROJECT_LABEL = "pacta-runner.managed"
+# Which checkout started a container: clean-up (`make down`, `prune`, the retention) removes only its own, never
+# another checkout's on the same engine.
+CHECKOUT_LABEL = "pacta-runner.checkout"
 RUN_ID_LABEL = "runner.run-id"
 TASK_TYPE_LABEL = "runner.task-type"
 CONTAINER_PREFIX = "pacta-run-"
@@ -141,6 +145,7 @@ def create_backend(settings: AppSettings) -> DockerJobBackend:
         data_dir=data_dir,
         data_mount=settings.docker_data_mount,
         retention=settings.docker_keep_finished,
+        labels=checkout_labels(),
     )
 
 
@@ -181,11 +186,16 @@ def prune_containers(
     return removed
 
 
+def checkout_labels() -> dict[str, str]:
+    """The label naming this checkout (a digest of its path) on every container it starts."""
+    return {CHECKOUT_LABEL: hashlib.sha256(str(PROJECT_ROOT).encode()).hexdigest()[:16]}
+
+
 def prune(keep: int = 0) -> list[str]:
-    """Remove this project's finished containers on the engine at DOCKER_HOST beyond the newest `keep`."""
+    """Remove this checkout's finished containers on the engine at DOCKER_HOST beyond the newest `keep`."""
     client = connect()
     try:
-        return prune_containers(client, keep)
+        return prune_containers(client, keep, labels=checkout_labels())
     finally:
         client.close()
 

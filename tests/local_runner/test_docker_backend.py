@@ -22,13 +22,16 @@ import pytest
 
 from local_runner.azurite import free_port
 from local_runner.docker_backend import (
+    CHECKOUT_LABEL,
     CONTAINER_PREFIX,
     PROJECT_LABEL,
     RUN_ID_LABEL,
     STOPPED_BEFORE_START,
     TASK_TYPE_LABEL,
     DockerJobBackend,
+    checkout_labels,
     engine_available,
+    prune,
 )
 from local_runner.docker_backend import create_backend as create_docker_backend
 from local_runner.job_output import LOG_MAX_BYTES
@@ -545,3 +548,28 @@ def test_runner_backend_docker_with_an_engine_builds_the_docker_backend(docker_c
 
     assert isinstance(backend, JobBackend)
     assert backend.name == "docker"
+
+
+def test_make_downs_prune_removes_this_checkouts_containers_and_no_other_checkouts(
+    docker_client, make_spec, test_scope, job_image
+):
+    """Two checkouts share one engine (a clone beside this one, CI in a temporary folder): clean-up is per checkout."""
+    ours = DockerJobBackend(docker_client, labels={**test_scope, **checkout_labels()}, prune_min_age_seconds=0)
+    theirs = DockerJobBackend(docker_client, labels={**test_scope, CHECKOUT_LABEL: "another-checkout"})
+    [our_job] = finished_containers(ours, make_spec, 1)
+    [their_job] = finished_containers(theirs, make_spec, 1)
+
+    removed = prune(keep=0)
+
+    assert our_job in removed and their_job not in removed
+    docker_client.containers.get(their_job)  # still there
+
+
+def test_the_apps_docker_backend_labels_every_container_with_its_checkout(docker_client, make_spec):
+    backend = create_docker_backend(settings_for(RUNNER_BACKEND="docker", DOCKER_NETWORK="host"))
+    ref = backend.start(make_spec("sh", "-c", "true"))
+    try:
+        labels = docker_client.containers.get(ref.name).labels
+        assert labels[CHECKOUT_LABEL] == checkout_labels()[CHECKOUT_LABEL] and labels[PROJECT_LABEL] == "true"
+    finally:
+        docker_client.containers.get(ref.name).remove(force=True)
