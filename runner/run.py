@@ -96,7 +96,7 @@ def _run_in_workspace(
         logger.error("cannot build the storage clients, so cannot report either: %s", error)
         return EXIT_BAD_ENVIRONMENT
     try:
-        storage.ensure_output_container()
+        storage.check_credential()
     except StorageCredentialError as error:  # no token: nothing can be read, written or reported
         logger.error("cannot reach storage, so cannot report either: %s", error.message)
         storage.close()
@@ -155,8 +155,6 @@ def _run_task(
 
 def _upload_outputs(storage: RunStorage, outcome: TaskOutcome, progress: _Progress) -> None:
     """Upload outputs and attachments concurrently; record each output that made it."""
-    for container in sorted({output.container for output in outcome.outputs if output.container}):
-        storage.ensure_container(container)
     files = [_blob_file(storage, output) for output in [*outcome.outputs, *outcome.attachments]]
     try:
         uris = storage.upload_files(files)

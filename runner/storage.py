@@ -20,7 +20,13 @@ from typing import Any, BinaryIO
 # requests comes with azure-core (its default transport); only its pool size is ours.
 import requests
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceExistsError
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueClient
@@ -49,12 +55,16 @@ DATA_BLOCK_BYTES = 256 * 1024
 CLIENT_ID_VAR = "AZURE_CLIENT_ID"
 # Where Container Apps (like App Service) serves the identity's tokens; set by the platform.
 IDENTITY_ENDPOINT_VAR = "IDENTITY_ENDPOINT"
+# The scope of a storage data-plane token.
+STORAGE_SCOPE = "https://storage.azure.com/.default"
 
 
 @dataclass(frozen=True)
 class StorageClients:
     blob_service: BlobServiceClient
     queue: QueueClient
+    # The managed identity on the Azure path; None with a connection string.
+    credential: ManagedIdentity | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,7 @@ def connect(settings: RunnerSettings) -> StorageClients:
             settings.blob_account_url, credential=credential, transport=blob_transport()
         ),
         queue=QueueClient(settings.queue_account_url, settings.events_queue, credential=credential),
+        credential=credential,
     )
 
 
@@ -197,8 +208,8 @@ class RunStorage:
         except AzureError as error:
             raise RunnerError(
                 "input_download_failed",
-                f"Could not download the input {uri}: {_reason(error)}. Check that the blob exists "
-                "and that the runner's identity may read it.",
+                f"Could not download the input {uri}: {_reason(error)}."
+                + _access_hint(error, "read it"),
             ) from error
         logger.info("downloaded %s (%d bytes)", uri, destination.stat().st_size)
 
@@ -258,32 +269,31 @@ class RunStorage:
         name = self._prefix.blob_name(relative)
         return self._upload(data, self._prefix.container, name, content_type=content_type, metadata=metadata)
 
-    def ensure_output_container(self) -> None:
-        """Create the output container if missing (see `ensure_container`)."""
-        self.ensure_container(self._prefix.container)
-
-    def ensure_container(self, container: str) -> None:
-        """Create a container if missing. Any other failure is only a warning: an identity without
-        that right can still upload, and unreachable storage fails the uploads anyway."""
-        try:
-            self._clients.blob_service.create_container(container)
-        except ResourceExistsError:
-            pass
-        except AzureError as error:
-            logger.warning("could not create container %s: %s", container, _reason(error))
+    def check_credential(self) -> None:
+        """Get a storage token now (managed identity only): without one the run can neither work nor
+        report, and StorageCredentialError says so before anything is downloaded."""
+        if self._clients.credential is not None:
+            self._clients.credential.get_token(STORAGE_SCOPE)
 
     def send_event(self, event: RunnerEvent) -> None:
-        """Put the completion message on the events queue, creating the queue if it is missing."""
+        """Put the completion message on the events queue; the queue is created only if missing.
+
+        Only then: in Azure the deployment makes the queue and the runner's identity may send to it
+        and nothing more (infra/app/rbac.bicep), so an up-front create would be refused there.
+        """
         queue = self._clients.queue
         try:
-            with suppress(ResourceExistsError):
-                queue.create_queue()
-            queue.send_message(event.to_message())
+            try:
+                queue.send_message(event.to_message())
+            except ResourceNotFoundError:  # QueueNotFound: a fresh Azurite, locally
+                with suppress(ResourceExistsError):
+                    queue.create_queue()
+                queue.send_message(event.to_message())
         except AzureError as error:
             raise RunnerError(
                 "event_send_failed",
                 f"Could not send the completion message to queue {queue.queue_name}: "
-                f"{_reason(error)}.",
+                f"{_reason(error)}." + _access_hint(error, "send to the queue"),
             ) from error
         logger.info(
             "sent the %s completion message to queue %s", event.status.value, queue.queue_name
@@ -308,27 +318,58 @@ class RunStorage:
     ) -> str:
         blob = self._clients.blob_service.get_blob_client(container, name)
         uri = blob_uri(container, name)
-        try:
+
+        def put() -> None:
             blob.upload_blob(
                 data,
                 overwrite=True,
                 content_settings=ContentSettings(content_type=content_type),
                 metadata=metadata,
             )
+
+        try:
+            try:
+                put()
+            except ResourceNotFoundError as error:
+                # Only a missing container is made here (a fresh Azurite, locally): in Azure the
+                # deployment makes them and the runner's identity may not (infra/app/rbac.bicep).
+                if _error_code(error) != "ContainerNotFound":
+                    raise
+                self._create_container(container)
+                if not isinstance(data, bytes):
+                    data.seek(0)
+                put()
         except AzureError as error:
             raise RunnerError(
                 "output_upload_failed",
-                f"Could not upload {uri}: {_reason(error)}. Check that the runner's identity may "
-                "write to the container.",
+                f"Could not upload {uri}: {_reason(error)}." + _access_hint(error, "write to the container"),
             ) from error
         logger.info("uploaded %s", uri)
         return uri
+
+    def _create_container(self, container: str) -> None:
+        with suppress(ResourceExistsError):  # made by a concurrent upload
+            self._clients.blob_service.create_container(container)
+        logger.info("created container %s", container)
 
 
 def _reason(error: AzureError) -> str:
     """A one-line cause: the service's status and error code, or the client's first message line."""
     if isinstance(error, HttpResponseError) and error.status_code is not None:
-        # The SDK sets `error_code` on storage errors only, so it is not part of the base type.
-        return f"{error.status_code} {getattr(error, 'error_code', None) or error.reason}"
+        return f"{error.status_code} {_error_code(error) or error.reason}"
     first_line = str(error.message or error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+
+
+def _error_code(error: HttpResponseError) -> str | None:
+    """The storage service's error code: the SDK sets `error_code` on storage errors only (a str, or a
+    StorageErrorCode, a str enum), so it is not part of the base type."""
+    code = getattr(error, "error_code", None)
+    return str(getattr(code, "value", code)) if code else None
+
+
+def _access_hint(error: AzureError, right: str) -> str:
+    """Advice for a refusal (403) only: other failures carry their own cause in `_reason`."""
+    if isinstance(error, HttpResponseError) and error.status_code == 403:
+        return f" Check that the runner's identity may {right}."
+    return ""

@@ -1,15 +1,20 @@
-"""RunStorage.upload_files on a real Azurite: concurrent, in order, failures named."""
+"""RunStorage on a real Azurite: uploads concurrent, in order, failures named; and the runner asks storage
+for nothing but reads, writes and one message where the deployment made the containers and the queue
+(in Azure its identity may do no more: infra/app/rbac.bicep)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
+from orchestrations.contracts import RunnerEvent, RunnerEventStatus
 from runner.environment import OutputPrefix
 from runner.storage import BlobFile, RunStorage, StorageClients, UploadsFailedError, blob_transport
 
@@ -23,7 +28,6 @@ def storage(azurite: str, unique_name: str) -> Iterator[RunStorage]:
         QueueClient.from_connection_string(azurite, f"{unique_name}-events"),
     )
     run_storage = RunStorage(clients, OutputPrefix.parse(f"az://{unique_name}/run-1/"))
-    run_storage.ensure_output_container()
     yield run_storage
     run_storage.close()
 
@@ -51,10 +55,15 @@ def test_uploads_run_concurrently_and_return_uris_in_the_order_given(
 
 
 def test_a_failed_upload_is_named_and_the_ones_that_succeeded_are_reported(
-    storage: RunStorage, tmp_path: Path, unique_name: str
+    storage: RunStorage, azurite: str, tmp_path: Path, unique_name: str
 ) -> None:
+    service = BlobServiceClient.from_connection_string(azurite)
+    service.create_container(unique_name)
+    leased = service.get_blob_client(unique_name, "leased.txt")
+    leased.upload_blob(b"held")
+    leased.acquire_lease()  # an upload without the lease id is refused
     paths = small_files(tmp_path, 5)
-    files = [BlobFile(paths[0], f"{unique_name}-missing", "x.txt", "text/plain")] + [
+    files = [BlobFile(paths[0], unique_name, "leased.txt", "text/plain")] + [
         storage.output_file(path, path.name, content_type="text/plain") for path in paths[1:]
     ]
 
@@ -62,8 +71,90 @@ def test_a_failed_upload_is_named_and_the_ones_that_succeeded_are_reported(
         storage.upload_files(files, concurrency=16)
 
     assert caught.value.code == "output_upload_failed"
-    assert f"Could not upload az://{unique_name}-missing/x.txt: 404 ContainerNotFound" in caught.value.message
+    assert f"Could not upload az://{unique_name}/leased.txt: 412 LeaseIdMissing" in caught.value.message
     # Uploads still queued when the failure is seen are cancelled, so how many got through varies.
     uploaded = caught.value.uploaded
     assert f"(1 of 5 upload(s) failed, {len(uploaded)} succeeded" in caught.value.message
     assert set(uploaded) <= {1, 2, 3, 4}
+
+
+class RequestLog:
+    """Every request a client sends, as (method, path and query)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+
+    def __call__(self, request: Any) -> None:
+        url = request.http_request.url
+        self.requests.append((request.http_request.method, url.split("/", 3)[-1]))
+
+    def creates(self) -> list[tuple[str, str]]:
+        """Container and queue creations: a PUT with restype=container, or a PUT on `account/queue` itself."""
+        return [
+            (method, path)
+            for method, path in self.requests
+            if method == "PUT" and ("restype=container" in path or len(path.split("?")[0].split("/")) == 2)
+        ]
+
+
+def logged_storage(azurite: str, prefix: str, queue: str, log: RequestLog) -> RunStorage:
+    clients = StorageClients(
+        BlobServiceClient.from_connection_string(azurite, transport=blob_transport(), raw_request_hook=log),
+        QueueClient.from_connection_string(azurite, queue, raw_request_hook=log),
+    )
+    return RunStorage(clients, OutputPrefix.parse(prefix))
+
+
+def completion(run_id: str = "run-0001") -> RunnerEvent:
+    now = datetime.now(UTC)
+    return RunnerEvent(
+        run_id=run_id, token="t" * 32, status=RunnerEventStatus.SUCCEEDED, exit_code=0, started_at=now, finished_at=now
+    )
+
+
+def test_with_the_container_and_queue_made_the_runner_only_reads_writes_and_sends(
+    azurite: str, unique_name: str, tmp_path: Path
+) -> None:
+    service = BlobServiceClient.from_connection_string(azurite)
+    service.create_container(unique_name)
+    service.get_blob_client(unique_name, "in/portfolio.csv").upload_blob(b"a,b\n")
+    QueueClient.from_connection_string(azurite, f"{unique_name}-events").create_queue()
+    log = RequestLog()
+    storage = logged_storage(azurite, f"az://{unique_name}/run-1/", f"{unique_name}-events", log)
+
+    storage.download(f"az://{unique_name}/in/portfolio.csv", tmp_path / "portfolio.csv")
+    storage.upload_files([storage.output_file(path, path.name, content_type="text/plain")
+                          for path in small_files(tmp_path, 3)])
+    storage.upload_bytes(b"{}", "result.json", content_type="application/json")
+    storage.send_event(completion())
+    storage.close()
+
+    assert log.creates() == []
+    assert {method for method, _ in log.requests} == {"GET", "PUT", "POST"}
+    assert sum(method == "POST" for method, _ in log.requests) == 1  # the one message
+
+
+def test_a_missing_container_is_made_once_and_every_upload_lands(
+    azurite: str, unique_name: str, tmp_path: Path
+) -> None:
+    log = RequestLog()
+    storage = logged_storage(azurite, f"az://{unique_name}/run-1/", f"{unique_name}-events", log)
+
+    uris = storage.upload_files([storage.output_file(path, path.name, content_type="text/plain")
+                                 for path in small_files(tmp_path, 20)])
+
+    container = BlobServiceClient.from_connection_string(azurite).get_container_client(unique_name)
+    assert sorted(blob.name for blob in container.list_blobs()) == [f"run-1/f{n:03}.txt" for n in range(20)]
+    assert len(uris) == 20
+    assert 1 <= len(log.creates()) <= 20  # concurrent first uploads may each try; one makes it
+
+
+def test_a_missing_events_queue_is_made_and_the_message_sent(azurite: str, unique_name: str) -> None:
+    log = RequestLog()
+    storage = logged_storage(azurite, f"az://{unique_name}/run-1/", f"{unique_name}-events", log)
+
+    storage.send_event(completion("run-0002"))
+
+    messages = QueueClient.from_connection_string(azurite, f"{unique_name}-events").receive_messages()
+    assert [RunnerEvent.model_validate_json(message.content).run_id for message in messages] == ["run-0002"]
+    assert len(log.creates()) == 1
