@@ -196,6 +196,11 @@ module rbac 'app/rbac.bicep' = {
     appPrincipalId: identities.outputs.appPrincipalId
     runnerPrincipalId: identities.outputs.runnerPrincipalId
     userPrincipalId: principalId
+    inputContainers: [
+      uploadsContainer
+    ]
+    outputContainers: concat([runsContainer], artifactContainers)
+    runnerEventsQueue: runnerEventsQueue
   }
 }
 

@@ -76,13 +76,58 @@ def string_var(text: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class RoleGrant:
-    """A role assignment as written: the role's GUID (resolved through `roles.<name>` or a variable), the
-    principal parameter and the scope's symbolic name."""
+    """A role assignment as written: its roles (a built-in role's GUID, resolved through `roles.<name>` or a
+    variable, or `custom:<symbolic name>` for a role defined in the same file), the principal parameter and the
+    scope's symbolic name (`inputContainer` for `inputContainer[index]`)."""
 
     file: str
     role_ids: tuple[str, ...]
     principal: str
     scope: str
+
+
+@dataclass(frozen=True)
+class CustomRole:
+    """A role definition in the templates: its permission lists, each resolved from the `var` it names."""
+
+    file: str
+    name: str
+    actions: tuple[str, ...]
+    data_actions: tuple[str, ...]
+    assignable_scopes: str
+
+
+def _string_list(text: str, name: str) -> tuple[str, ...]:
+    """A `var name = [ 'a' // why ... ]` list of string literals, or an inline `[]`."""
+    if name == "[]":
+        return ()
+    items = []
+    for line in block(text, f"var {name} = ").splitlines()[1:-1]:
+        match = re.fullmatch(r"\s*'([^']+)'(?:\s*//.*)?", line)
+        assert match, f"var {name}: {line.strip()!r} is not a string literal"
+        items.append(match.group(1))
+    return tuple(items)
+
+
+def custom_roles() -> dict[str, CustomRole]:
+    roles = {}
+    for path in bicep_files():
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"^resource (\w+) 'Microsoft.Authorization/roleDefinitions@[^']+' = ", text, flags=re.M):
+            body = block(text, match.group(0))
+            fields = {key: re.search(rf"^\s*{key}: (\S+)$", body, flags=re.M) for key in ("actions", "dataActions")}
+            assert all(fields.values()), f"{path.name}: role {match.group(1)} without actions and dataActions"
+            for key in ("notActions", "notDataActions"):
+                assert re.search(rf"^\s*{key}: \[\]$", body, flags=re.M), f"{path.name}: {key} must be []"
+            scopes = block(body, "assignableScopes: ")
+            roles[match.group(1)] = CustomRole(
+                path.name,
+                match.group(1),
+                _string_list(text, fields["actions"].group(1)),  # type: ignore[union-attr]
+                _string_list(text, fields["dataActions"].group(1)),  # type: ignore[union-attr]
+                " ".join(scopes.split()),
+            )
+    return roles
 
 
 def role_grants() -> list[RoleGrant]:
@@ -98,10 +143,15 @@ def role_grants() -> list[RoleGrant]:
         for match in re.finditer(r"^resource \w+ 'Microsoft.Authorization/roleAssignments@[^']+' = ", text, flags=re.M):
             body = block(text, match.group(0))
             loop = re.match(r"\[for role in (\w+):", body)
-            role_expr = re.search(r"roleDefinitions', ([\w.]+)\)", body)
-            assert role_expr, f"{path.name}: a role assignment without subscriptionResourceId(roleDefinitions, ...)"
-            single = (guids[role_expr.group(1).removeprefix("roles.")],) if not loop else ()
-            role_ids = tuple(lists[loop.group(1)]) if loop else single
+            built_in = re.search(r"roleDefinitions', ([\w.]+)\)", body)
+            custom = re.search(r"roleDefinitionId: (\w+)\.id$", body, flags=re.M)
+            assert built_in or custom, f"{path.name}: a role assignment with neither a built-in nor a custom role"
+            if loop:
+                role_ids = tuple(lists[loop.group(1)])
+            elif built_in:
+                role_ids = (guids[built_in.group(1).removeprefix("roles.")],)
+            else:
+                role_ids = (f"custom:{custom.group(1)}",)  # type: ignore[union-attr]
             principal = re.search(r"principalId: (\w+)", body)
             scope = re.search(r"scope: (\w+)", body)
             assert principal and scope, f"{path.name}: a role assignment without principalId or scope"

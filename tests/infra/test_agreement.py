@@ -2,7 +2,7 @@
 
 Every app setting the Bicep sets is one the app reads or documents; every setting the aca backend requires is
 set, and the settings validate as the app would read them in Azure; the Event Grid filter matches
-UPLOADS_CONTAINER; the roles granted are the ones docs/azure-container-apps.md names, on the scopes it names;
+UPLOADS_CONTAINER (the roles: test_permissions.py);
 the job's definition is one the aca backend accepts without a warning; no setting or output holds a key.
 """
 
@@ -137,54 +137,6 @@ def test_the_event_grid_subscription_delivers_uploads_to_the_blob_trigger() -> N
     webhook = "functionName=Host.Functions.${blobTriggerFunctionName}&code=${listKeys('${functionApp.id}/host/default'"
     assert webhook in grid
     assert ".systemKeys.blobs_extension}" in grid
-
-
-# Built-in role ids (Azure's built-in roles reference).
-ROLES = {
-    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
-    "ba92f5b4-2d11-453d-a403-e96b0029c9fe": "Storage Blob Data Contributor",
-    "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1": "Storage Blob Data Reader",
-    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
-    "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": "Storage Queue Data Message Sender",
-    "19e7f393-937e-4f77-808e-94535e297925": "Storage Queue Data Reader",
-    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
-    "76199698-9eea-4c19-bc75-cec21354c6b6": "Storage Table Data Reader",
-    "b9a307c4-5aa3-4b52-ba60-2b17c136cd7b": "Container Apps Jobs Operator",
-    "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
-    "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
-    "7f951dda-4ed3-4680-a7ca-43fe172d538d": "AcrPull",
-    "0ad04412-c4d5-4796-b79c-f76d14c8d402": "Durable Task Data Contributor",
-}
-
-
-def test_the_roles_granted_are_exactly_the_ones_the_code_needs() -> None:
-    granted = {
-        (grant.principal, ROLES[role], grant.scope) for grant in role_grants() for role in grant.role_ids
-    }
-    assert granted == {
-        # docs/azure-container-apps.md: the app on the account, the job only; telemetry; its one secret.
-        ("appPrincipalId", "Storage Blob Data Owner", "storage"),
-        ("appPrincipalId", "Storage Queue Data Contributor", "storage"),
-        ("appPrincipalId", "Storage Table Data Contributor", "storage"),
-        ("appPrincipalId", "Container Apps Jobs Operator", "job"),
-        ("appPrincipalId", "Monitoring Metrics Publisher", "applicationInsights"),
-        ("appPrincipalId", "Key Vault Secrets User", "callbackKey"),
-        ("appPrincipalId", "Durable Task Data Contributor", "taskHub"),
-        # The runner: reads inputs, writes outputs, sends its completion message; pulls its image.
-        ("runnerPrincipalId", "Storage Blob Data Contributor", "storage"),
-        ("runnerPrincipalId", "Storage Queue Data Message Sender", "storage"),
-        ("runnerPrincipalId", "AcrPull", "registry"),
-        # The deploying user reads runs.
-        ("userPrincipalId", "Storage Blob Data Reader", "storage"),
-        ("userPrincipalId", "Storage Queue Data Reader", "storage"),
-        ("userPrincipalId", "Storage Table Data Reader", "storage"),
-    }
-    for role in ("Storage Blob Data Owner", "Storage Queue Data Contributor", "Storage Table Data Contributor",
-                 "Container Apps Jobs Operator", "Storage Blob Data Contributor", "Storage Queue Data Message Sender"):
-        assert role in ACA_DOC
-    # The four ARM actions the aca backend calls, which the job-scoped role carries (docs/azure-container-apps.md).
-    for action in ("jobs/read", "jobs/start/action", "jobs/stop/action", "jobs/executions/read"):
-        assert f"`Microsoft.App/{action}`" in ACA_DOC
 
 
 def test_role_assignment_names_are_deterministic() -> None:
