@@ -113,7 +113,8 @@ def custom_roles() -> dict[str, CustomRole]:
     roles = {}
     for path in bicep_files():
         text = path.read_text(encoding="utf-8")
-        for match in re.finditer(r"^resource (\w+) 'Microsoft.Authorization/roleDefinitions@[^']+' = ", text, flags=re.M):
+        definitions = r"^resource (\w+) 'Microsoft.Authorization/roleDefinitions@[^']+' = "
+        for match in re.finditer(definitions, text, flags=re.M):
             body = block(text, match.group(0))
             fields = {key: re.search(rf"^\s*{key}: (\S+)$", body, flags=re.M) for key in ("actions", "dataActions")}
             assert all(fields.values()), f"{path.name}: role {match.group(1)} without actions and dataActions"
