@@ -122,6 +122,8 @@ resource appStorageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }]
 
+// A role definition lives at the subscription whatever the deployment's scope: its id for an assignment is
+// subscriptionResourceId(roleDefinitions, name), as for the built-in roles.
 resource jobOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(resourceGroup().id, 'pacta-runner-job-operator')
   properties: {
@@ -183,22 +185,22 @@ resource runnerOutputRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' =
 }
 
 resource runnerInputRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (container, index) in inputContainers: {
-  name: guid(inputContainer[index].id, runnerPrincipalId, runnerInputRole.id)
+  name: guid(inputContainer[index].id, runnerPrincipalId, runnerInputRole.name)
   scope: inputContainer[index]
   properties: {
     principalId: runnerPrincipalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: runnerInputRole.id
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', runnerInputRole.name)
   }
 }]
 
 resource runnerOutputRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (container, index) in outputContainers: {
-  name: guid(outputContainer[index].id, runnerPrincipalId, runnerOutputRole.id)
+  name: guid(outputContainer[index].id, runnerPrincipalId, runnerOutputRole.name)
   scope: outputContainer[index]
   properties: {
     principalId: runnerPrincipalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: runnerOutputRole.id
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', runnerOutputRole.name)
   }
 }]
 
@@ -223,12 +225,12 @@ resource userStorageRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' =
 }]
 
 resource appJobOperator 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(job.id, appPrincipalId, jobOperatorRole.id)
+  name: guid(job.id, appPrincipalId, jobOperatorRole.name)
   scope: job
   properties: {
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: jobOperatorRole.id
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', jobOperatorRole.name)
   }
 }
 

@@ -144,15 +144,15 @@ def role_grants() -> list[RoleGrant]:
         for match in re.finditer(r"^resource \w+ 'Microsoft.Authorization/roleAssignments@[^']+' = ", text, flags=re.M):
             body = block(text, match.group(0))
             loop = re.match(r"\[for role in (\w+):", body)
-            built_in = re.search(r"roleDefinitions', ([\w.]+)\)", body)
-            custom = re.search(r"roleDefinitionId: (\w+)\.id$", body, flags=re.M)
-            assert built_in or custom, f"{path.name}: a role assignment with neither a built-in nor a custom role"
+            role = re.search(r"roleDefinitionId: subscriptionResourceId\('Microsoft.Authorization/roleDefinitions', "
+                             r"([\w.]+)\)$", body, flags=re.M)
+            assert role, f"{path.name}: a role assignment without subscriptionResourceId(roleDefinitions, ...)"
             if loop:
                 role_ids = tuple(lists[loop.group(1)])
-            elif built_in:
-                role_ids = (guids[built_in.group(1).removeprefix("roles.")],)
+            elif role.group(1).endswith(".name"):  # a role defined in the templates
+                role_ids = (f"custom:{role.group(1).removesuffix('.name')}",)
             else:
-                role_ids = (f"custom:{custom.group(1)}",)  # type: ignore[union-attr]
+                role_ids = (guids[role.group(1).removeprefix("roles.")],)
             principal = re.search(r"principalId: (\w+)", body)
             scope = re.search(r"scope: (\w+)", body)
             assert principal and scope, f"{path.name}: a role assignment without principalId or scope"
