@@ -10,7 +10,7 @@ from __future__ import annotations
 import azure.durable_functions as df
 import azure.functions as func
 
-from function_app import api, completions, durable, uploads
+from function_app import api, completions, durable, operations, uploads
 from orchestrations import runtime
 
 runtime.settings()
@@ -18,5 +18,5 @@ runtime.settings()
 runtime.backend()
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (uploads.bp, completions.bp, api.bp, durable.bp):
+for blueprint in (uploads.bp, completions.bp, api.bp, operations.bp, durable.bp):
     app.register_functions(blueprint)

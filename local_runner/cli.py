@@ -5,7 +5,11 @@
     down   stop what `up` started
     host   run the in-process host in the foreground (what `up` runs)
     upload upload a file to the uploads container and follow its run
-    runs   list recent runs; `runs RUN_ID` shows one
+    runs   list recent runs; `runs RUN_ID` shows one (`--json`: the API's answer)
+    logs   print a run's runner log
+    watch  follow a run's phases until it ends
+    cancel cancel a run that has not ended
+    rerun  start a new run of the same upload
     prune  remove the finished run containers this project created
     callback-key  print this checkout's CALLBACK_TOKEN_KEY (for local.settings.json under `func start`)
 """
@@ -13,9 +17,12 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import signal
 import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,11 +31,15 @@ import typer
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from local_runner import services
 from local_runner.host.settings import apply_local_settings, load_local_settings
 from local_runner.log_format import configure_logging
+from local_runner.run_api import ApiError, RunApi
+from orchestrations.contracts import RunStatus
+from orchestrations.queries import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 
 PROJECT_ROOT = services.PROJECT_ROOT
 SAMPLE_PORTFOLIO = PROJECT_ROOT / "samples" / "sample_portfolio.csv"
@@ -37,11 +48,22 @@ DEFAULT_PORT = 7071
 FOLLOW_TIMEOUT_SECONDS = 300.0
 POLL_INTERVAL_SECONDS = 0.5
 PHASES = ["uploaded", "queued", "starting", "running", "recording"]
+# `runs` shows ids by a prefix at least this long ("run-" and 8 hex digits), longer where two would share it;
+# every command taking a RUN_ID takes such a prefix. Keeps the table within 80 columns with the status whole.
+SHORT_ID_CHARS = 12
+INTERRUPTED_EXIT_CODE = 130  # the shell's code for Ctrl+C: "stopped watching", not "the run failed"
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_show_locals=False)
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)  # messages whole, to copy or grep
 
 PortOption = Annotated[int, typer.Option(help="Port of the host's HTTP API (local.settings.json Host.LocalHttpPort).")]
+ApiUrlOption = Annotated[str | None, typer.Option(
+    "--api-url", envvar="PACTA_API_URL", show_default=False,
+    help="Base URL of the app, e.g. https://APP.azurewebsites.net (env PACTA_API_URL; unset: the local host on "
+         "--port). The function key comes from env PACTA_FUNCTION_KEY.",
+)]
+RunIdArgument = Annotated[str, typer.Argument(help="The run id, or a prefix of it that `runs` shows.")]
 
 
 @cli.command()
@@ -115,29 +137,121 @@ def upload(
 ) -> None:
     """Upload a file to a running host (`make up`) and follow its run."""
     apply_local_settings(load_local_settings(PROJECT_ROOT))
-    record = _upload_and_follow(file, task_type, f"http://127.0.0.1:{port}")
+    with _api_errors():
+        record = _upload_and_follow(file, task_type, f"http://127.0.0.1:{port}")
     raise typer.Exit(0 if record.get("status") == "succeeded" else 1)
 
 
 @cli.command()
 def runs(
-    run_id: Annotated[str | None, typer.Argument(help="Show this run only.")] = None,
-    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    run_id: Annotated[str | None, typer.Argument(help="Show this run only (its id or a prefix `runs` shows).")] = None,
+    status: Annotated[RunStatus | None, typer.Option(help="Only runs with this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_LIST_LIMIT, help="At most this many runs.")] = (
+        DEFAULT_LIST_LIMIT),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON answer as it is.")] = False,
     port: PortOption = DEFAULT_PORT,
+    api_url: ApiUrlOption = None,
 ) -> None:
-    """List recent runs from a running host, or show one."""
-    base_url = f"http://127.0.0.1:{port}"
-    if run_id:
-        _print_record(_get_json(f"{base_url}/api/runs/{run_id}"))
-        return
-    listing = _get_json(f"{base_url}/api/runs", params={"status": status} if status else None)
-    table = Table("run id", "status", "task type", "requested", "outputs", "error")
-    table.columns[0].no_wrap = True
-    for record in listing.get("runs", []):
-        error = (record.get("error") or {}).get("code", "")
-        table.add_row(record["run_id"], record["status"], record["task_type"], record["requested_at"],
-                      str(record["outputs_count"]), error)
-    console.print(table)
+    """List recent runs, newest first, or show one."""
+    api = _api(port, api_url)
+    with _api_errors():
+        if run_id:
+            response = api.for_run(run_id, api.get_run)
+        else:
+            response = api.list_runs(status=status.value if status else None, limit=limit)
+    if as_json:
+        typer.echo(response.text)
+    elif run_id:
+        _print_record(response.json())
+    else:
+        console.print(runs_table(response.json()["runs"]))
+
+
+@cli.command()
+def logs(run_id: RunIdArgument, port: PortOption = DEFAULT_PORT, api_url: ApiUrlOption = None) -> None:
+    """Print the runner's log of a run (runner.log, once the runner has uploaded it)."""
+    api = _api(port, api_url)
+    with _api_errors():
+        response = api.for_run(run_id, api.get_log)
+    typer.echo(response.content, nl=False)
+
+
+@cli.command()
+def watch(run_id: RunIdArgument, port: PortOption = DEFAULT_PORT, api_url: ApiUrlOption = None) -> None:
+    """Follow a run's phases until it ends; exit 0 if it succeeded, 1 if not (130 on Ctrl+C)."""
+    api = _api(port, api_url)
+    try:
+        with _api_errors():
+            run_id = str(api.for_run(run_id, api.get_run).json()["run_id"])
+            record = _follow(api, run_id, waiting_for="the run's next phase", timeout=None)
+    except KeyboardInterrupt:
+        errors.print(f"Stopped watching run {run_id}; the run goes on.")
+        raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
+    _print_record(record)
+    raise typer.Exit(0 if record.get("status") == "succeeded" else 1)
+
+
+@cli.command()
+def cancel(
+    run_id: RunIdArgument,
+    reason: Annotated[str | None, typer.Option(help="Why, kept in the run's record.")] = None,
+    port: PortOption = DEFAULT_PORT,
+    api_url: ApiUrlOption = None,
+) -> None:
+    """Cancel a run that has not ended: its job is stopped and the run recorded `cancelled`."""
+    api = _api(port, api_url)
+    with _api_errors():
+        record = api.for_run(run_id, lambda full_id: api.cancel(full_id, reason=reason, by=_who())).json()
+    console.print(f"Cancelling run [bold]{record['run_id']}[/bold] (status now {record['status']}); "
+                  f"`watch {record['run_id']}` follows it to its end.")
+
+
+@cli.command()
+def rerun(run_id: RunIdArgument, port: PortOption = DEFAULT_PORT, api_url: ApiUrlOption = None) -> None:
+    """Start a new run of the same uploaded blob version; print the new run's id."""
+    api = _api(port, api_url)
+    with _api_errors():
+        answer = api.for_run(run_id, api.rerun).json()
+    console.print(f"Run {answer['rerun_of']} rerun as [bold]{answer['run_id']}[/bold]; "
+                  f"`watch {answer['run_id']}` follows it.")
+
+
+def runs_table(records: list[dict[str, Any]]) -> Table:
+    """The `runs` listing: short ids and the status whole on 80 columns; task type and error wrap if long."""
+    table = Table(box=None, pad_edge=False, header_style="bold", caption="Times in UTC. `runs RUN_ID` shows one "
+                  "run, `runs --json` everything.", caption_justify="left")
+    shorts = short_ids(record["run_id"] for record in records)
+    table.add_column("run", no_wrap=True, min_width=max((len(short) for short in shorts.values()), default=3))
+    table.add_column("status", no_wrap=True, min_width=max(len(status.value) for status in RunStatus))
+    table.add_column("task type", overflow="fold")
+    table.add_column("requested", no_wrap=True)
+    table.add_column("error", overflow="fold")
+    for record in records:
+        status = str(record["status"])
+        table.add_row(
+            shorts[record["run_id"]], f"[{_colour(status)}]{status}[/]", escape(str(record["task_type"])),
+            _minutes(record["requested_at"]), escape((record.get("error") or {}).get("code", "")),
+        )
+    return table
+
+
+def short_ids(run_ids: Iterable[str]) -> dict[str, str]:
+    """Each id cut to one length, SHORT_ID_CHARS or more, at which no two of them are alike."""
+    ids = sorted(set(run_ids))
+    length = SHORT_ID_CHARS
+    while len({run_id[:length] for run_id in ids}) < len(ids):
+        length += 1
+    return {run_id: run_id[:length] for run_id in ids}
+
+
+def _minutes(timestamp: str) -> str:
+    return datetime.fromisoformat(timestamp).strftime("%m-%d %H:%M")
+
+
+def _colour(status: str) -> str:
+    if status == RunStatus.SUCCEEDED:
+        return "green"
+    return "red" if RunStatus(status).is_terminal else "yellow"
 
 
 @cli.command()
@@ -174,7 +288,8 @@ def _upload_and_follow(file: Path, task_type: str, base_url: str) -> dict[str, A
         uploaded = uploads.get_blob_client(blob_name).upload_blob(data)
     run_id = derive_run_id(container, blob_name, uploaded["etag"])
     console.print(f"Uploaded {file} to az://{container}/{blob_name}\nRun id: [bold]{run_id}[/bold]")
-    record = _follow(base_url, run_id)
+    console.print("  [green]✓[/green] uploaded")
+    record = _follow(RunApi(base_url), run_id, waiting_for="the blob trigger", shown={"uploaded"})
     _print_record(record)
     return record
 
@@ -188,27 +303,41 @@ def _uploads_container() -> ContainerClient:
     return container
 
 
-def _follow(base_url: str, run_id: str) -> dict[str, Any]:
-    """Poll the status API, showing each phase as the run reaches it, until the run ends."""
-    shown: set[str] = {"uploaded"}
-    console.print("  [green]✓[/green] uploaded")
-    deadline = time.monotonic() + FOLLOW_TIMEOUT_SECONDS
+def _follow(
+    api: RunApi, run_id: str, *, waiting_for: str, shown: set[str] | None = None,
+    timeout: float | None = FOLLOW_TIMEOUT_SECONDS,
+) -> dict[str, Any]:
+    """Poll the status API, showing each phase as the run reaches it, until the run ends (or `timeout` s pass).
+
+    A run the API does not know yet is waited for (an upload's, before the blob trigger has fired).
+    """
+    shown = set(shown or ())
+    deadline = None if timeout is None else time.monotonic() + timeout
     record: dict[str, Any] = {}
-    with console.status("waiting for the blob trigger") as spinner:
-        while time.monotonic() < deadline:
-            response = requests.get(f"{base_url}/api/runs/{run_id}", timeout=10)
-            if response.status_code == 200:
-                record = response.json()
+    with console.status(f"waiting for {waiting_for}") as spinner:
+        while deadline is None or time.monotonic() < deadline:
+            try:
+                record = api.get_run(run_id).json()
+            except ApiError as exc:
+                if exc.code != "run_not_found":
+                    raise
+            else:
                 phase = _phase(record)
                 if phase not in shown:
                     shown.add(phase)
-                    console.print(f"  [green]✓[/green] {phase}")
+                    mark = "[green]✓[/green]" if phase in PHASES or phase == "succeeded" else "[red]✗[/red]"
+                    console.print(f"  {mark} {phase}")
                 spinner.update(f"{phase} ...")
-                if record["status"] in {"succeeded", "failed", "timed_out", "cancelled", "rejected"}:
+                if RunStatus(record["status"]).is_terminal:
                     return record
-            time.sleep(POLL_INTERVAL_SECONDS)
-    console.print(f"[red]Run {run_id} did not end within {FOLLOW_TIMEOUT_SECONDS:.0f} s.[/red]")
+            _pause()
+    console.print(f"[red]Run {run_id} did not end within {timeout:.0f} s.[/red]")
     return record
+
+
+def _pause() -> None:
+    """The wait between two polls of `_follow` (a test replaces it to act between polls)."""
+    time.sleep(POLL_INTERVAL_SECONDS)
 
 
 def _phase(record: dict[str, Any]) -> str:
@@ -233,19 +362,29 @@ def _print_record(record: dict[str, Any]) -> None:
         for uri in record["outputs"]:
             console.print(f"    {uri}")
     if record.get("error"):
-        console.print(f"  error            {record['error']['code']}: {record['error']['message']}")
+        console.print(f"  error            {record['error']['code']}: {escape(record['error']['message'])}")
 
 
-def _get_json(url: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+def _api(port: int, api_url: str | None) -> RunApi:
+    return RunApi(api_url or f"http://127.0.0.1:{port}", key=os.environ.get("PACTA_FUNCTION_KEY"))
+
+
+@contextlib.contextmanager
+def _api_errors() -> Iterator[None]:
+    """An API error ends the command with its message on stderr and exit code 1."""
     try:
-        response = requests.get(url, params=params, timeout=10)
-    except requests.ConnectionError:
-        console.print(f"[red]Nothing answers on {url}: start the host with `make up`.[/red]")
+        yield
+    except ApiError as exc:
+        errors.print(f"[red]{escape(exc.message)}[/red] ({exc.code})")
         raise typer.Exit(1) from None
-    if response.status_code != 200:
-        console.print(f"[red]{response.status_code}: {response.text}[/red]")
-        raise typer.Exit(1)
-    return dict(response.json())
+
+
+def _who() -> str:
+    """Who asks, for the run's record: the local user name."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown user"
 
 
 def _wait_for_api(base_url: str, *, timeout: float) -> bool:

@@ -49,7 +49,12 @@ def start_job(payload: dict) -> dict:
     settings = runtime.settings()
     token = derive_callback_token(settings.callback_token_key, job.request.run_id, job.attempt)
     spec = build_job_spec(job.request, token, settings, attempt=job.attempt)
-    runtime.run_store().update_run(job.request.run_id, lambda record: _mark_starting(record, job.attempt))
+    marked = runtime.run_store().update_run(job.request.run_id, lambda record: _mark_starting(record, job.attempt))
+    not_started = _why_not_start(marked)
+    if not_started is not None:
+        logger.warning("Run %s: not starting its job: it was cancelled or ended first", job.request.run_id,
+                       extra={"run_id": job.request.run_id})
+        return not_started.to_payload()
     backend = runtime.backend()
     # Taken before the call: the job may finish before a slow start (ARM's polling) returns.
     started_at = _now()
@@ -139,6 +144,7 @@ def record_outcome(payload: dict) -> dict:
     def finish(record: RunRecord) -> RunRecord:
         return record.model_copy(update={
             "status": status,
+            "cancellation": record.cancellation or outcome.cancellation,
             "execution_ref": outcome.execution_ref or record.execution_ref,
             "finished_at": finished_at,
             "updated_at": _now(),
@@ -174,7 +180,27 @@ def _ask_backend(job: JobRefInput, operation: Callable[[JobBackend, ExecutionRef
 def _mark_starting(record: RunRecord, attempt: int) -> RunRecord | None:
     if record.status is not RunStatus.QUEUED:
         return None  # a repeated start_job: the run is already starting or running
+    if record.cancellation is not None:
+        return None  # cancelled while queued: the job is never started (`_why_not_start`)
     return record.model_copy(update={"status": RunStatus.STARTING, "attempt": attempt, "updated_at": _now()})
+
+
+def _why_not_start(record: RunRecord) -> StartJobResult | None:
+    """The answer of a start that must not start anything, or None to start (or find) the job.
+
+    The run record decides, by one etag-conditional write: a cancel request that reached a `queued` record
+    first keeps the job from ever starting; once the record is `starting` the job may exist (a retried start
+    finds it again), and the orchestrator stops it when it takes the `CancelRequested` event.
+    """
+    if record.status is RunStatus.QUEUED and record.cancellation is not None:
+        return StartJobResult(cancelled=record.cancellation)
+    if record.status.is_terminal:
+        if record.status is RunStatus.CANCELLED and record.cancellation is not None:
+            return StartJobResult(cancelled=record.cancellation)
+        return StartJobResult(refused=RunError(
+            code="run_already_ended", message=f"the run's record already says {record.status.value}",
+        ))
+    return None
 
 
 def _now() -> datetime:

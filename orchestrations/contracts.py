@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import re
+import unicodedata
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -35,6 +36,11 @@ MAX_TIMER_SECONDS = 6 * 24 * 3600 - 60
 MAX_DEADLINE_SECONDS = MAX_TIMER_SECONDS
 
 RUNNER_COMPLETED_EVENT = "RunnerCompleted"
+# The external event that asks `run_task` to stop its job and end the run `cancelled`.
+CANCEL_REQUESTED_EVENT = "CancelRequested"
+# Bounds of what a cancel request may say about itself (it is stored in the run record).
+MAX_CANCEL_REASON_CHARS = 500
+MAX_CANCELLED_BY_CHARS = 200
 # Every run id has this form (intake.derive_run_id); anything else names no run.
 RUN_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{7,63}$"
 
@@ -106,6 +112,44 @@ class RunError(Contract):
     message: str = Field(description="What happened and what to do next, for a person.")
 
 
+class CancelBody(BaseModel):
+    """The optional JSON body of `POST /api/runs/{run_id}/cancel`: who asks, and why."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: str | None = Field(
+        default=None, min_length=1, max_length=MAX_CANCEL_REASON_CHARS, description="Why the run is cancelled."
+    )
+    by: str | None = Field(
+        default=None, min_length=1, max_length=MAX_CANCELLED_BY_CHARS,
+        description="Who cancels it (a user name or a service); the API cannot tell from a function key.",
+    )
+
+    @field_validator("reason", "by")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and any(unicodedata.category(char) == "Cc" for char in value):
+            raise ValueError("must not contain control characters (line breaks included)")
+        return value
+
+
+class Cancellation(Contract):
+    """A cancel request: the `CancelRequested` event's payload, and the record's `cancellation`.
+
+    `requested_at` is taken where the request came in (the HTTP function), never in the orchestrator.
+    """
+
+    requested_by: str | None = Field(default=None, max_length=MAX_CANCELLED_BY_CHARS)
+    reason: str | None = Field(default=None, max_length=MAX_CANCEL_REASON_CHARS)
+    requested_at: datetime
+
+    def to_error(self, how: str) -> RunError:
+        """The cancelled run's error: `Cancelled by alice at 2026-...: wrong portfolio; <how>.`"""
+        by = self.requested_by or "an unnamed caller"
+        why = f": {self.reason}" if self.reason else " (no reason given)"
+        return RunError(code="cancelled", message=f"Cancelled by {by} at {self.requested_at.isoformat()}{why}; {how}.")
+
+
 class RetryPolicy(Contract):
     """Retries of transient activity failures (storage hiccups, a backend API's 5xx)."""
 
@@ -166,6 +210,9 @@ class RunRequest(Contract):
         default=None, description="The uploaded request JSON for create_* tasks; None for parse_portfolio."
     )
     policy: RunPolicy = Field(default_factory=RunPolicy)
+    rerun_of: str | None = Field(
+        default=None, pattern=RUN_ID_PATTERN, description="The run this one reruns (same source blob version)."
+    )
 
     def pacta_request(self) -> dict[str, Any]:
         """The `<TYPE>_REQUEST` document in PACTA's shape (Go field names, pacta-contract.md 1.3)."""
@@ -335,6 +382,12 @@ class RunRecord(Contract):
     result_uri: str | None = None
     log_uri: str | None = None
     error: RunError | None = None
+    cancellation: Cancellation | None = Field(
+        default=None,
+        description="The first cancel request, once one was accepted: who, when, why. With status `cancelled` it "
+        "took effect; with another terminal status the run had ended its own way first.",
+    )
+    rerun_of: str | None = Field(default=None, description="The run this one reruns (same source blob version).")
 
     @property
     def duration(self) -> timedelta | None:
@@ -361,17 +414,22 @@ class StartJobInput(Contract):
 
 
 class StartJobResult(Contract):
-    """Output of `start_job`: the execution, or the backend's refusal when no retry can help."""
+    """Output of `start_job`: the execution, the backend's refusal when no retry can help, or the cancel
+    request that reached the run before its job was started (then none was)."""
 
     execution_ref: str | None = None
     started_at: datetime | None = None
     refused: RunError | None = None
+    cancelled: Cancellation | None = None
 
     @model_validator(mode="after")
     def _started_or_refused(self) -> Self:
-        if (self.refused is None) == (self.execution_ref is None and self.started_at is None):
-            raise ValueError("a start result has an execution_ref and started_at, or a refusal, not both")
-        if self.refused is None and (self.execution_ref is None or self.started_at is None):
+        not_started = (self.refused is not None) + (self.cancelled is not None)
+        if not_started > 1 or (not_started == 1) == (self.execution_ref is not None or self.started_at is not None):
+            raise ValueError(
+                "a start result has an execution_ref and started_at, a refusal or a cancellation: one, not both"
+            )
+        if not_started == 0 and (self.execution_ref is None or self.started_at is None):
             raise ValueError("a started job has both an execution_ref and started_at")
         return self
 
@@ -414,11 +472,14 @@ class RunOutcome(Contract):
     error: RunError | None = None
     exit_code: int | None = None
     completion: RunnerCompletion | None = None
+    cancellation: Cancellation | None = Field(default=None, description="The request a `cancelled` run ended by.")
 
     @model_validator(mode="after")
     def _terminal(self) -> RunOutcome:
         if not self.status.is_terminal:
             raise ValueError(f"a run outcome must be terminal, not {self.status}")
+        if (self.status is RunStatus.CANCELLED) != (self.cancellation is not None):
+            raise ValueError("a cancelled outcome, and only one, carries its cancellation")
         return self
 
 

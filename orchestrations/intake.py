@@ -128,6 +128,35 @@ class StoredUpload:
             raise UploadGoneError(blob_uri(self.container, self.name)) from None
 
 
+class PinnedUpload:
+    """An `Upload` held to the one version a run was started for: a rerun reads that version or none.
+
+    Storage keeps only the current version of a blob (without blob versioning), and the runner reads its
+    inputs by `az://` URI, which names no version: so a blob replaced since (another ETag) counts as gone.
+    """
+
+    def __init__(self, upload: Upload, etag: str) -> None:
+        self._upload = upload
+        self._etag = etag
+
+    @property
+    def container(self) -> str:
+        return self._upload.container
+
+    @property
+    def name(self) -> str:
+        return self._upload.name
+
+    def get_version(self) -> BlobVersion:
+        version = self._upload.get_version()
+        if version.etag.strip('"') != self._etag.strip('"'):
+            raise UploadGoneError(blob_uri(self.container, self.name))
+        return version
+
+    def read(self, version: BlobVersion) -> bytes:
+        return self._upload.read(version)
+
+
 @dataclass(frozen=True)
 class Rejection:
     """Why an upload starts no run; `etag` is None when the name alone decided it (storage was not asked)."""
@@ -143,6 +172,12 @@ def derive_run_id(container: str, name: str, etag: str) -> str:
     A name refused before storage is asked has no version: its etag is "", one run id per name.
     """
     digest = hashlib.sha256(f"{container}\n{name}\n{etag.strip(chr(34))}".encode()).hexdigest()
+    return f"run-{digest[:28]}"
+
+
+def derive_rerun_id(run_id: str, number: int) -> str:
+    """The id of the `number`th rerun (1, 2, ...) of `run_id`: the same for every retry of one rerun."""
+    digest = hashlib.sha256(f"rerun\n{run_id}\n{number}".encode()).hexdigest()
     return f"run-{digest[:28]}"
 
 
@@ -232,21 +267,37 @@ async def handle_upload(
             logger.warning("Rejected upload %s: %s", uri, decision.error.message, extra={"run_id": record.run_id})
         return stored.run_id
 
-    request = decision
-    run_store.create_if_absent(_queued_record(request))
+    await start_run(decision, client, run_store=run_store)
+    return decision.run_id
+
+
+async def start_run(request: RunRequest, client: Any, *, run_store: RunStore) -> bool:
+    """Record the run `queued` and start its orchestration (instance id = run id), unless it exists.
+
+    Returns whether this call started it. Safe to call twice for the same request, also at once: the
+    record is inserted only if absent, and a start that finds the instance created meanwhile starts nothing.
+    """
+    uri = _printable(request.source.uri)
+    await asyncio.to_thread(run_store.create_if_absent, _queued_record(request))
     existing = await client.get_status(request.run_id)
     if existing:  # DurableOrchestrationStatus is falsy for an unknown instance
         logger.info(
             "Upload %s already has run %s; not starting it again", uri, request.run_id,
             extra={"run_id": request.run_id},
         )
-        return request.run_id
-    await client.start_new(ORCHESTRATOR_NAME, request.run_id, RunTaskInput(request=request).to_payload())
+        return False
+    try:
+        await client.start_new(ORCHESTRATOR_NAME, request.run_id, RunTaskInput(request=request).to_payload())
+    except Exception:  # the client raises a plain Exception, also for 409: an instance created meanwhile
+        if await client.get_status(request.run_id):
+            return False
+        raise
+    rerun = f" as a rerun of {request.rerun_of}" if request.rerun_of else ""
     logger.info(
-        "Started run %s (%s) for %s", request.run_id, request.task_type.value, uri,
+        "Started run %s (%s) for %s%s", request.run_id, request.task_type.value, uri, rerun,
         extra={"run_id": request.run_id},
     )
-    return request.run_id
+    return True
 
 
 def _check_name(name: str) -> RunError | None:
@@ -438,6 +489,7 @@ def _queued_record(request: RunRequest) -> RunRecord:
         source_etag=request.source.etag,
         requested_at=request.requested_at,
         updated_at=request.requested_at,
+        rerun_of=request.rerun_of,
     )
 
 

@@ -1,4 +1,4 @@
-"""What the status API answers: the run record joined with the orchestration's runtime status."""
+"""What the status API answers: the run record joined with the orchestration's runtime status, and the runner's log."""
 
 from __future__ import annotations
 
@@ -6,14 +6,24 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import TypeAdapter, ValidationError
+from azure.core.exceptions import ResourceNotFoundError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from orchestrations.contracts import RunError, RunRecord, RunRequest, RunStatus
+from orchestrations import runtime
+from orchestrations.contracts import RunError, RunRecord, RunRequest, RunStatus, input_scope_violation, parse_blob_uri
+from orchestrations.errors import RunnerOrchestratorError
+from orchestrations.job_spec import runs_prefix
 from orchestrations.run_store import RunNotFoundError, RunStore
 
 # An orchestration in one of these states will never update its run record again.
 _DEAD_RUNTIME_STATUSES = {"Failed", "Terminated"}
 MAX_REASON_CHARS = 300
+# The most runs one listing returns (the API's `limit` and the CLI's `--limit`): one table query page or so.
+MAX_LIST_LIMIT = 500
+DEFAULT_LIST_LIMIT = 50
+# The Python worker holds an HTTP answer's body in memory (it cannot stream a blob): a longer log is served
+# by its last MAX_LOG_BYTES, after a line saying so and where the whole log is.
+MAX_LOG_BYTES = 8 * 1024 * 1024
 # The form of every run id (`RunRequest.run_id`'s own constraint): anything else names no run.
 _RUN_ID = TypeAdapter(Annotated[str, RunRequest.model_fields["run_id"]])
 
@@ -44,15 +54,22 @@ async def describe_run(run_id: str, client: Any, *, run_store: RunStore) -> dict
     return record.public_view() | {"orchestration": orchestration}
 
 
+class InvalidQueryError(RunnerOrchestratorError, ValueError):
+    """A listing's filter is not valid; the message names it and what is allowed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_query", message)
+
+
 async def list_runs(client: Any, run_store: RunStore, *, status: str | None, limit: int) -> list[dict[str, Any]]:
-    """Recent runs, newest first; raises ValueError naming the bad filter."""
+    """Recent runs, newest first; raises InvalidQueryError naming the bad filter."""
     wanted = None
     if status:
         try:
             wanted = RunStatus(status)
         except ValueError:
             allowed = ", ".join(item.value for item in RunStatus)
-            raise ValueError(f"status={status!r} is not a run status; use one of: {allowed}") from None
+            raise InvalidQueryError(f"status={status!r} is not a run status; use one of: {allowed}") from None
     records = await asyncio.to_thread(run_store.list_runs, status=wanted, limit=limit)
     settled = []
     for record in records:
@@ -61,6 +78,63 @@ async def list_runs(client: Any, run_store: RunStore, *, status: str | None, lim
         if wanted is None or record.status is wanted:
             settled.append(record.public_view())
     return settled
+
+
+class OrchestrationView(BaseModel):
+    """The orchestration behind a run, as the Durable client reports it (times are ISO 8601 text)."""
+
+    runtime_status: str = Field(description="Durable runtime status: Pending, Running, Completed, Failed, ...")
+    custom_status: Any = Field(description="The orchestrator's custom status: `{phase, status}` while it runs.")
+    created_time: str | None
+    last_updated_time: str | None
+
+
+class RunView(RunRecord):
+    """What `GET /api/runs/{run_id}` answers: the run record plus its orchestration (None for a rejected upload,
+    or once the task hub forgot it). The listing answers records alone."""
+
+    orchestration: OrchestrationView | None
+
+
+class LogNotFoundError(RunnerOrchestratorError):
+    """The run exists but has no log to show (yet, or any more); the message says which."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("log_not_found", message)
+
+
+def get_run_log(run_id: str, *, run_store: RunStore) -> bytes:
+    """The runner's log of a run, read from the run's own folder only (blocking).
+
+    Raises RunNotFoundError for no such run, LogNotFoundError when its record names no log, a log outside the
+    run's folder of the runs container (never read: a record is not trusted to name any blob), or a deleted one.
+    """
+    if not is_run_id(run_id):
+        raise RunNotFoundError(run_id)
+    record = run_store.get_run(run_id)
+    if not record.log_uri:
+        raise LogNotFoundError(f"Run {run_id} has no runner log yet (status {record.status.value}); "
+                               "the runner uploads it when its task ends.")
+    own_folder = runs_prefix(runtime.settings(), run_id)
+    if input_scope_violation(record.log_uri, [own_folder]) is not None:
+        raise LogNotFoundError(f"Run {run_id}'s record names a log outside the run's own folder {own_folder}; "
+                               "it is not served.")
+    container, name = parse_blob_uri(record.log_uri)
+    blob = runtime.blob_service().get_blob_client(container, name)
+    try:
+        size = blob.get_blob_properties().size
+        offset = max(0, size - MAX_LOG_BYTES)
+        body = blob.download_blob(offset=offset or None, length=(size - offset) if offset else None).readall()
+    except ResourceNotFoundError:
+        raise LogNotFoundError(f"Run {run_id}'s log {record.log_uri} is no longer in storage.") from None
+    if offset:
+        body = f"[the first {offset} bytes are left out; the whole log is {record.log_uri}]\n".encode() + body
+    return bytes(body)
+
+
+async def settle_dead_run(record: RunRecord, status: Any, run_store: RunStore) -> RunRecord:
+    """The record, recorded `failed` first if its orchestration (`status`, the client's) died before it could."""
+    return await _settle_dead_run(record, status, run_store)
 
 
 async def _settle_dead_run(record: RunRecord, status: Any, run_store: RunStore) -> RunRecord:
@@ -84,12 +158,12 @@ async def _settle_dead_run(record: RunRecord, status: Any, run_store: RunStore) 
 
 
 def _orchestration_view(status: Any) -> dict[str, Any]:
-    return {
-        "runtime_status": getattr(status.runtime_status, "value", status.runtime_status),
-        "custom_status": status.custom_status,
-        "created_time": status.created_time.isoformat() if status.created_time else None,
-        "last_updated_time": status.last_updated_time.isoformat() if status.last_updated_time else None,
-    }
+    return OrchestrationView(
+        runtime_status=getattr(status.runtime_status, "value", status.runtime_status),
+        custom_status=status.custom_status,
+        created_time=status.created_time.isoformat() if status.created_time else None,
+        last_updated_time=status.last_updated_time.isoformat() if status.last_updated_time else None,
+    ).model_dump()
 
 
 def _first_line(output: Any) -> str:

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 PARTITION = "run"
 # Properties stored as JSON text: Table storage has no list or object type.
-_JSON_FIELDS = ("outputs", "error")
+_JSON_FIELDS = ("outputs", "error", "cancellation")
 # Optimistic writes rarely collide (one orchestration per run); give up loudly if they keep doing so.
 MAX_WRITE_ATTEMPTS = 5
 

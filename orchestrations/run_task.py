@@ -3,10 +3,18 @@
 It only decides: every effect is an activity, time comes from the context, and every knob comes
 from the `RunRequest` in its input. Read it top to bottom as DESIGN.md's flow:
 
-    start_job -> [ RunnerCompleted  vs  timer -> check_job ]* -> record_outcome
+    start_job -> [ RunnerCompleted  vs  CancelRequested  vs  timer -> check_job ]* -> record_outcome
                    job ended, no message within the grace period -> read_result -> its outcome, else failed
                    deadline passed -> stop_job -> (read_result) -> timed_out
+                   cancel requested -> stop_job -> cancelled (who, when, why)
                    anything unexpected (a broken payload, a bug) -> stop_job -> failed, orchestration_failed
+
+A cancel and the completion race: the first one the orchestrator takes wins. When both are pending
+at the same decision point (both came while a status check ran) the completion wins, as does a check
+that finds the job ended: the job has ended its own way. A cancel that reached the run record while
+the run was still `queued` makes `start_job` start nothing (the record decides that race); a
+concurrency cap that queues runs before `start_job` would race its slot against the same
+`CancelRequested` task.
 
 After `checks_per_generation` status checks it continues as new with its watch state, so its
 history stays bounded however long the job runs.
@@ -24,7 +32,9 @@ from azure.durable_functions.models.Task import TaskBase as Task
 from pydantic import ValidationError
 
 from orchestrations.contracts import (
+    CANCEL_REQUESTED_EVENT,
     RUNNER_COMPLETED_EVENT,
+    Cancellation,
     JobRefInput,
     JobStatus,
     ResultLookup,
@@ -44,7 +54,7 @@ from orchestrations.contracts import (
 from orchestrations.retry import BackoffRetryOptions
 
 Orchestration = Generator[Any, Any, Any]
-# The start attempt of a run's first (and, until reruns exist, only) job.
+# The start attempt of a run's first and only job (a rerun is a run of its own, with its own id).
 FIRST_ATTEMPT = 1
 
 
@@ -73,13 +83,16 @@ def _decide(
     context: df.DurableOrchestrationContext, retry: BackoffRetryOptions, request: RunRequest, progress: _Progress
 ) -> Orchestration:
     """How the run ended, or None when this generation has watched long enough and continued as new."""
+    # One wait per generation, taken before the generation ends (like the completion): the SDK 1.x
+    # continues as new without the events no wait consumed.
+    cancel = context.wait_for_external_event(CANCEL_REQUESTED_EVENT)
     if progress.watch is None:
         started = yield from _start_job(context, retry, request, attempt=FIRST_ATTEMPT)
         if isinstance(started, RunOutcome):
             return started
         progress.watch = started
     watch = progress.watch
-    outcome = yield from _watch_one_generation(context, retry, request, watch)
+    outcome = yield from _watch_one_generation(context, retry, request, watch, cancel)
     if outcome is None:
         context.continue_as_new(
             RunTaskInput(request=request, watch=watch.model_copy(update={"generation": watch.generation + 1}))
@@ -121,6 +134,8 @@ def _start_job(
         )))
     except Exception as exc:  # the SDK raises a plain Exception once all retries failed
         started = StartJobResult(refused=RunError(code="job_start_failed", message=_reason(exc)))
+    if started.cancelled is not None:
+        return _cancelled(request.run_id, attempt, None, started.cancelled, "no job was started")
     if started.refused is not None or started.execution_ref is None or started.started_at is None:
         refused = started.refused or RunError(code="job_start_failed", message="no execution")
         return RunOutcome(
@@ -137,29 +152,40 @@ def _start_job(
 
 
 def _watch_one_generation(
-    context: df.DurableOrchestrationContext, retry: BackoffRetryOptions, request: RunRequest, watch: WatchState
+    context: df.DurableOrchestrationContext,
+    retry: BackoffRetryOptions,
+    request: RunRequest,
+    watch: WatchState,
+    cancel: Task,
 ) -> Orchestration:
-    """Race the completion message against status checks; the outcome, or None to continue as new.
+    """Race the completion message and a cancel against status checks; the outcome, or None to continue as new.
 
     The Python SDK 1.x continues as new without the events no wait has taken (the extension's
     out-of-proc shim calls ContinueAsNew without preserving them; azure-functions-durable-python#331),
-    so a completion that arrived while a check was under way is taken after every check and before
-    the generation ends, never left behind.
+    so a completion or a cancel that arrived while a check was under way is taken after every check
+    and before the generation ends, never left behind.
     """
     policy = request.policy
     job = JobRefInput(run_id=request.run_id, execution_ref=watch.execution_ref).to_payload()
     completion = context.wait_for_external_event(RUNNER_COMPLETED_EVENT)
     for _ in range(policy.checks_per_generation):
+        # A cancel that came with the last check. One that came earlier (while the job was being started)
+        # is taken by the race below: the SDK completes a wait with an early event when the wait is yielded.
+        if cancel.is_completed:
+            return (yield from _stop_on_cancel(context, retry, request, watch, cancel))
         _set_phase(context, "running", watch)
         if context.current_utc_datetime < watch.deadline:
             next_check = min(
                 context.current_utc_datetime + timedelta(seconds=policy.check_interval_seconds), watch.deadline
             )
             timer = context.create_timer(next_check)
-            winner = yield context.task_any([completion, timer])
+            winner = yield context.task_any([completion, cancel, timer])
             if winner == completion:
                 timer.cancel()
                 return _completed(request.run_id, watch, completion.result)
+            if winner == cancel:
+                timer.cancel()
+                return (yield from _stop_on_cancel(context, retry, request, watch, cancel))
         if context.current_utc_datetime >= watch.deadline:
             return (yield from _stop_at_deadline(context, retry, request, watch, completion))
         try:
@@ -174,7 +200,43 @@ def _watch_one_generation(
             return (yield from _await_report(context, retry, request, watch, completion, status))
     if completion.is_completed:
         return _completed(request.run_id, watch, completion.result)
+    if cancel.is_completed:
+        return (yield from _stop_on_cancel(context, retry, request, watch, cancel))
     return None
+
+
+def _stop_on_cancel(
+    context: df.DurableOrchestrationContext,
+    retry: BackoffRetryOptions,
+    request: RunRequest,
+    watch: WatchState,
+    cancel: Task,
+) -> Orchestration:
+    """Stop the job and end the run `cancelled`: the cancel was taken first, so a report that comes
+    while the job is being stopped changes nothing (the detail says if the job had ended already)."""
+    _set_phase(context, "stopping", watch)
+    job = JobRefInput(run_id=request.run_id, execution_ref=watch.execution_ref).to_payload()
+    try:
+        stopped = JobStatus.from_payload((yield context.call_activity_with_retry("stop_job", retry, job)))
+        how = "its job was stopped" + (f" ({stopped.detail})" if stopped.detail else "")
+    except Exception as exc:
+        how = f"stopping its job failed: {_reason(exc)}; the job may still run until its backend ends it"
+    return _cancelled(request.run_id, watch.attempt, watch.execution_ref, _cancellation(cancel.result), how)
+
+
+def _cancellation(payload: Any) -> Cancellation:
+    # Like the completion, event data arrives as a JSON string from the Python client.
+    return payload if isinstance(payload, Cancellation) else Cancellation.from_payload(payload)
+
+
+def _cancelled(
+    run_id: str, attempt: int, execution_ref: str | None, cancellation: Cancellation, how: str
+) -> RunOutcome:
+    return RunOutcome(
+        run_id=run_id, attempt=attempt, status=RunStatus.CANCELLED, execution_ref=execution_ref,
+        cancellation=cancellation,
+        error=cancellation.to_error(how),
+    )
 
 
 def _await_report(

@@ -232,5 +232,9 @@ def api_get(host: LocalHost, path: str) -> requests.Response:
     return requests.get(f"{host.base_url}/api/{path}", timeout=10)
 
 
+def api_post(host: LocalHost, path: str, **kwargs: object) -> requests.Response:
+    return requests.post(f"{host.base_url}/api/{path}", timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
