@@ -1,0 +1,182 @@
+"""The concurrency cap's slots and line on real Azurite: upload order, the cap under contention from many
+hosts at once, slots taken back from dead orchestrations, a crashed granter's lock outlived."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from orchestrations import run_slots
+from orchestrations.run_slots import RunSlots, line_key
+
+T0 = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
+pytestmark = pytest.mark.azurite
+
+
+@pytest.fixture
+def table_name(azurite: str, unique_name: str) -> str:
+    TableServiceClient.from_connection_string(azurite).create_table(unique_name)
+    return unique_name
+
+
+def host(azurite: str, table_name: str) -> RunSlots:
+    """One host's view: its own client, as each Functions host has."""
+    return RunSlots(TableServiceClient.from_connection_string(azurite).get_table_client(table_name))
+
+
+def everyone_alive(run_ids: list[str]) -> set[str]:
+    return set(run_ids)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_the_line_is_upload_order_whatever_the_order_of_joining(azurite: str, table_name: str) -> None:
+    slots = host(azurite, table_name)
+    for run_id, uploaded in [("run-c", 3), ("run-a", 1), ("run-b", 2), ("run-a", 1)]:
+        slots.join(run_id, at(uploaded))
+
+    assert [slots.position(run_id) for run_id in ("run-a", "run-b", "run-c", "run-x")] == [1, 2, 3, None]
+    assert slots.waiting() == 3
+
+    granted = slots.grant(2, everyone_alive)
+
+    assert [grant.run_id for grant in granted] == ["run-a", "run-b"]
+    assert sorted(slots.holders().values()) == ["run-a", "run-b"]
+    assert (slots.position("run-a"), slots.position("run-c")) == (None, 1)
+    assert slots.grant(2, everyone_alive) == []  # full: run-c waits
+
+
+def test_a_release_lets_the_next_in_line_start_and_joining_again_changes_nothing(
+    azurite: str, table_name: str
+) -> None:
+    slots = host(azurite, table_name)
+    for index, run_id in enumerate(["run-a", "run-b", "run-c"]):
+        slots.join(run_id, at(index))
+    slots.grant(1, everyone_alive)
+    slots.join("run-a", at(0))  # a retried join of a run that holds a slot
+
+    assert slots.holders() == {"0000": "run-a"} and slots.waiting() == 2
+    assert slots.release("run-a") and not slots.release("run-a")
+    assert [grant.run_id for grant in slots.grant(1, everyone_alive)] == ["run-b"]
+    assert slots.release("run-c") is False  # a waiter that gives up leaves the line
+    assert slots.waiting() == 0 and slots.holders() == {"0000": "run-b"}
+
+
+def test_lowering_the_cap_starts_nothing_until_below_it_and_raising_it_starts_at_once(
+    azurite: str, table_name: str
+) -> None:
+    slots = host(azurite, table_name)
+    for index in range(6):
+        slots.join(f"run-{index}", at(index))
+    slots.grant(3, everyone_alive)
+
+    slots.release("run-0")
+    assert slots.grant(1, everyone_alive) == []  # cap now 1, two still hold slots above it
+    slots.release("run-1")
+    slots.release("run-2")
+    assert [grant.run_id for grant in slots.grant(1, everyone_alive)] == ["run-3"]
+    assert [grant.run_id for grant in slots.grant(3, everyone_alive)] == ["run-4", "run-5"]
+
+
+def test_a_slot_whose_orchestration_no_longer_runs_is_taken_back(azurite: str, table_name: str) -> None:
+    slots = host(azurite, table_name)
+    for index, run_id in enumerate(["run-dead", "run-alive", "run-next"]):
+        slots.join(run_id, at(index))
+    slots.grant(2, everyone_alive)
+    asked: list[list[str]] = []
+
+    def only_run_alive(run_ids: list[str]) -> set[str]:
+        asked.append(sorted(run_ids))
+        return {"run-alive"}
+
+    granted = slots.grant(2, only_run_alive)
+
+    assert asked == [["run-alive", "run-dead"]]
+    assert [grant.run_id for grant in granted] == ["run-next"]
+    assert sorted(slots.holders().values()) == ["run-alive", "run-next"]
+
+
+def test_holders_are_not_asked_about_while_a_slot_is_free(azurite: str, table_name: str) -> None:
+    slots = host(azurite, table_name)
+    slots.join("run-a", at(0))
+
+    def nobody_may_ask(run_ids: list[str]) -> set[str]:
+        raise AssertionError(f"asked about {run_ids}")
+
+    assert [grant.run_id for grant in slots.grant(3, nobody_may_ask)] == ["run-a"]
+
+
+def test_a_crashed_granters_lock_is_outlived(
+    azurite: str, table_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run_slots, "LOCK_LEASE_SECONDS", 0.5)
+    slots = host(azurite, table_name)
+    crashed = slots._lock_or_ask(ask=False)  # taken and never given back
+    slots.join("run-a", at(0))
+
+    assert crashed is not None
+    assert slots.grant(1, everyone_alive) == []  # asks the holder, which never answers
+    time.sleep(run_slots.LOCK_LEASE_SECONDS)
+    assert [grant.run_id for grant in slots.grant(1, everyone_alive, poll=True)] == ["run-a"]
+
+
+def test_a_grant_refuses_a_cap_it_cannot_hold(azurite: str, table_name: str) -> None:
+    with pytest.raises(ValueError, match=r"the cap must be 1\.\.9999, not 0"):
+        host(azurite, table_name).grant(0, everyone_alive)
+
+
+def test_line_keys_sort_as_upload_times_in_any_time_zone() -> None:
+    moment = at(5)
+
+    assert line_key("run-a", moment) == line_key("run-a", moment.astimezone(timezone(timedelta(hours=2))))
+    assert line_key("run-z", at(1)) < line_key("run-a", at(2)) < line_key("run-a", at(10.5)) < line_key("run-a", at(11))
+
+
+def test_two_hundred_runs_on_four_hosts_never_exceed_the_cap_and_each_gets_one_slot(
+    azurite: str, table_name: str
+) -> None:
+    cap, runs = 5, 200
+    hosts = [host(azurite, table_name) for _ in range(4)]
+    started: Counter[str] = Counter()
+    running: set[str] = set()
+    most = 0
+    lock = threading.Lock()
+    go = {f"run-{index:03}": threading.Event() for index in range(runs)}
+
+    def start(granted: list[run_slots.Grant]) -> None:
+        nonlocal most
+        with lock:
+            for grant in granted:
+                started[grant.run_id] += 1
+                running.add(grant.run_id)
+                most = max(most, len(running))
+                go[grant.run_id].set()
+
+    def run(index: int) -> None:
+        run_id = f"run-{index:03}"
+        slots = hosts[index % len(hosts)]
+        slots.join(run_id, at(index))
+        start(slots.grant(cap, everyone_alive))
+        while not go[run_id].wait(0.5):  # a waiter's poll
+            start(slots.grant(cap, everyone_alive, poll=True))
+        threading.Event().wait(random.uniform(0, 0.02))  # the job
+        with lock:
+            running.discard(run_id)
+        slots.release(run_id)
+        start(slots.grant(cap, everyone_alive))
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        list(pool.map(run, range(runs)))
+
+    assert most <= cap
+    assert set(started) == set(go) and set(started.values()) == {1}
+    assert hosts[0].holders() == {} and hosts[0].waiting() == 0
