@@ -1,7 +1,7 @@
 """The API's OpenAPI 3.1 document, served at `GET /api/openapi.json`.
 
 Built in code rather than kept as a static file: the schemas of what the API answers and accepts come from the
-pydantic models that shape them (`RunRecord`, `RunView`, `ErrorAnswer`, `CancelBody`), so a field added to a
+pydantic models that shape them (`RunSummary`, `RunView`, `ErrorAnswer`, `CancelBody`), so a field added to a
 record shows in the document without anyone regenerating it; only the rerun answer, which no model shapes, is
 written here. tests/flow/test_http_api.py checks the paths and methods against the HTTP functions the app
 registers, in both directions, and real answers against the schemas.
@@ -16,8 +16,8 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from function_app.http import ErrorAnswer
-from orchestrations.contracts import RUN_ID_PATTERN, CancelBody, RunRecord, RunStatus
-from orchestrations.queries import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, RunView
+from orchestrations.contracts import RUN_ID_PATTERN, CancelBody, RunStatus
+from orchestrations.queries import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, RunSummary, RunView
 
 OPENAPI_VERSION = "3.1.0"
 # host.json `extensions.http.routePrefix` (unset: the Functions default).
@@ -110,14 +110,14 @@ def _paths() -> dict[str, Any]:
 @functools.cache
 def _build() -> dict[str, Any]:
     _, top = models_json_schema(
-        [(RunRecord, "serialization"), (RunView, "serialization"), (ErrorAnswer, "serialization"),
+        [(RunSummary, "serialization"), (RunView, "serialization"), (ErrorAnswer, "serialization"),
          (CancelBody, "validation")],
         ref_template=_REF,
     )
     schemas: dict[str, Any] = dict(top["$defs"])
     schemas["RunList"] = {
         "type": "object", "title": "RunList", "additionalProperties": False, "required": ["runs"],
-        "properties": {"runs": {"type": "array", "items": _ref("RunRecord")}},
+        "properties": {"runs": {"type": "array", "items": _ref("RunSummary")}},
     }
     schemas["RerunAnswer"] = {
         "type": "object", "title": "RerunAnswer", "required": ["run_id", "rerun_of"],

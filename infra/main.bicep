@@ -36,6 +36,11 @@ param runDeadlineSeconds int = 3600
 @description('CALLBACK_TOKEN_KEY, stored in Key Vault: scripts/azd-callback-key.sh (preprovision) makes one per azd environment.')
 param callbackTokenKey string
 
+@description('MAX_CONCURRENT_RUNS: jobs that may run at once; the other runs wait queued, in upload order.')
+@minValue(1)
+@maxValue(9999)
+param maxConcurrentRuns int = 10
+
 @description('CPUs and memory of one run.')
 param runnerCpu string = '2.0'
 param runnerMemory string = '4Gi'
@@ -176,6 +181,7 @@ module function 'app/function.bicep' = {
     runsTable: runsTable
     runnerEventsQueue: runnerEventsQueue
     runDeadlineSeconds: runDeadlineSeconds
+    maxConcurrentRuns: maxConcurrentRuns
     durableBackend: durableBackend
     schedulerEndpoint: durableBackend == 'DurableTaskScheduler' ? scheduler!.outputs.endpoint : ''
   }

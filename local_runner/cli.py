@@ -228,8 +228,9 @@ def runs_table(records: list[dict[str, Any]]) -> Table:
     table.add_column("error", overflow="fold")
     for record in records:
         status = str(record["status"])
+        shown = f"{status} #{record['queue_position']}" if record.get("queue_position") else status
         table.add_row(
-            shorts[record["run_id"]], f"[{_colour(status)}]{status}[/]", escape(str(record["task_type"])),
+            shorts[record["run_id"]], f"[{_colour(status)}]{shown}[/]", escape(str(record["task_type"])),
             _minutes(record["requested_at"]), escape((record.get("error") or {}).get("code", "")),
         )
     return table

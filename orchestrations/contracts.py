@@ -38,6 +38,8 @@ MAX_DEADLINE_SECONDS = MAX_TIMER_SECONDS
 RUNNER_COMPLETED_EVENT = "RunnerCompleted"
 # The external event that asks `run_task` to stop its job and end the run `cancelled`.
 CANCEL_REQUESTED_EVENT = "CancelRequested"
+# The external event that tells a queued `run_task` it holds a slot under MAX_CONCURRENT_RUNS.
+SLOT_GRANTED_EVENT = "SlotGranted"
 # Bounds of what a cancel request may say about itself (it is stored in the run record).
 MAX_CANCEL_REASON_CHARS = 500
 MAX_CANCELLED_BY_CHARS = 200
@@ -185,6 +187,16 @@ class RunPolicy(Contract):
         default_factory=lambda: RetryPolicy(max_attempts=20),
         description="Retries of recording the outcome: long (about 15 minutes), so that a storage outage at the "
         "end of a run does not leave it `running`.",
+    )
+    slot_poll_seconds: int | None = Field(
+        default=None, gt=0, le=MAX_TIMER_SECONDS,
+        description="Set: the run waits for a slot under MAX_CONCURRENT_RUNS (queued), looking again this often "
+        "besides being told. None: a run requested before the cap existed, which starts at once as its history "
+        "expects.",
+    )
+    slot_polls_per_generation: int = Field(
+        default=6, ge=1,
+        description="Looks for a slot before a queued orchestration continues as new (about 8 history events each).",
     )
 
 
@@ -411,6 +423,26 @@ class StartJobInput(Contract):
 
     request: RunRequest
     attempt: int = Field(ge=1, description="The start attempt (1 for a run's first); its token is derived from it.")
+
+
+class SlotRequest(Contract):
+    """Input of `acquire_slot`: the run, and its place in line (the time its upload was accepted)."""
+
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
+    requested_at: datetime
+    poll: bool = Field(default=False, description="A look again, having changed nothing since the last.")
+    execution_ref: str | None = Field(
+        default=None, description="On release: the run's job, whose end the release waits for (the cap counts "
+        "live jobs, and a runner may still be exiting when its completion message arrives).",
+    )
+
+
+class SlotAnswer(Contract):
+    """Output of `acquire_slot`: the run holds a slot; or its place in line; or it was cancelled meanwhile."""
+
+    granted: bool
+    position: int | None = Field(default=None, ge=1, description="1: next to start.")
+    cancelled: Cancellation | None = None
 
 
 class StartJobResult(Contract):

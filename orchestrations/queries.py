@@ -13,6 +13,7 @@ from orchestrations import runtime
 from orchestrations.contracts import RunError, RunRecord, RunRequest, RunStatus, input_scope_violation, parse_blob_uri
 from orchestrations.errors import RunnerOrchestratorError
 from orchestrations.job_spec import runs_prefix
+from orchestrations.run_slots import RunSlots
 from orchestrations.run_store import RunNotFoundError, RunStore
 
 # An orchestration in one of these states will never update its run record again.
@@ -51,7 +52,10 @@ async def describe_run(run_id: str, client: Any, *, run_store: RunStore) -> dict
         if status:
             orchestration = _orchestration_view(status)
             record = await _settle_dead_run(record, status, run_store)
-    return record.public_view() | {"orchestration": orchestration}
+    position = None
+    if record.status is RunStatus.QUEUED:
+        position = await asyncio.to_thread(RunSlots(run_store.table).position, run_id)
+    return record.public_view() | {"queue_position": position, "orchestration": orchestration}
 
 
 class InvalidQueryError(RunnerOrchestratorError, ValueError):
@@ -76,8 +80,11 @@ async def list_runs(client: Any, run_store: RunStore, *, status: str | None, lim
         if not record.status.is_terminal and (orchestration := await client.get_status(record.run_id)):
             record = await _settle_dead_run(record, orchestration, run_store)
         if wanted is None or record.status is wanted:
-            settled.append(record.public_view())
-    return settled
+            settled.append(record)
+    positions: dict[str, int] = {}
+    if any(record.status is RunStatus.QUEUED for record in settled):
+        positions = await asyncio.to_thread(RunSlots(run_store.table).positions)
+    return [record.public_view() | {"queue_position": positions.get(record.run_id)} for record in settled]
 
 
 class OrchestrationView(BaseModel):
@@ -89,9 +96,17 @@ class OrchestrationView(BaseModel):
     last_updated_time: str | None
 
 
-class RunView(RunRecord):
-    """What `GET /api/runs/{run_id}` answers: the run record plus its orchestration (None for a rejected upload,
-    or once the task hub forgot it). The listing answers records alone."""
+class RunSummary(RunRecord):
+    """One run of the listing: its record, and its place in line while it waits for a slot."""
+
+    queue_position: int | None = Field(
+        default=None, ge=1, description="While `queued` under MAX_CONCURRENT_RUNS: 1 starts next. Else null."
+    )
+
+
+class RunView(RunSummary):
+    """What `GET /api/runs/{run_id}` answers: the listing's fields plus its orchestration (None for a rejected
+    upload, or once the task hub forgot it)."""
 
     orchestration: OrchestrationView | None
 

@@ -117,6 +117,10 @@ class RunSlots:
                 return place
         return None
 
+    def positions(self) -> dict[str, int]:
+        """Every waiting run's place in line (one read of the line)."""
+        return {entity["run_id"]: place for place, entity in enumerate(self._line(), start=1)}
+
     def waiting(self) -> int:
         return sum(1 for _ in self._line())
 

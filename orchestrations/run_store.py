@@ -40,6 +40,11 @@ class RunStore:
     def __init__(self, table: TableClient) -> None:
         self._table = table
 
+    @property
+    def table(self) -> TableClient:
+        """The table itself, which the concurrency cap's rows share (orchestrations/run_slots.py)."""
+        return self._table
+
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str) -> RunStore:
         return cls.open(TableServiceClient.from_connection_string(connection_string), table_name)

@@ -3,7 +3,8 @@
 It only decides: every effect is an activity, time comes from the context, and every knob comes
 from the `RunRequest` in its input. Read it top to bottom as DESIGN.md's flow:
 
-    start_job -> [ RunnerCompleted  vs  CancelRequested  vs  timer -> check_job ]* -> record_outcome
+    [ acquire_slot -> SlotGranted  vs  CancelRequested  vs  timer ]*      (queued under MAX_CONCURRENT_RUNS)
+    start_job -> [ RunnerCompleted  vs  CancelRequested  vs  timer -> check_job ]* -> release_slot -> record_outcome
                    job ended, no message within the grace period -> read_result -> its outcome, else failed
                    deadline passed -> stop_job -> (read_result) -> timed_out
                    cancel requested -> stop_job -> cancelled (who, when, why)
@@ -12,16 +13,16 @@ from the `RunRequest` in its input. Read it top to bottom as DESIGN.md's flow:
 A cancel and the completion race: the first one the orchestrator takes wins. When both are pending
 at the same decision point (both came while a status check ran) the completion wins, as does a check
 that finds the job ended: the job has ended its own way. A cancel that reached the run record while
-the run was still `queued` makes `start_job` start nothing (the record decides that race); a
-concurrency cap that queues runs before `start_job` would race its slot against the same
-`CancelRequested` task.
+the run was still `queued` makes `start_job` start nothing (the record decides that race). A queued
+run races its slot against the same `CancelRequested` task, and a cancelled one never takes a slot.
 
-After `checks_per_generation` status checks it continues as new with its watch state, so its
-history stays bounded however long the job runs.
+After `checks_per_generation` status checks (or `slot_polls_per_generation` looks for a slot) it
+continues as new with its watch state, so its history stays bounded however long the job runs or waits.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,6 +35,7 @@ from pydantic import ValidationError
 from orchestrations.contracts import (
     CANCEL_REQUESTED_EVENT,
     RUNNER_COMPLETED_EVENT,
+    SLOT_GRANTED_EVENT,
     Cancellation,
     JobRefInput,
     JobStatus,
@@ -46,6 +48,8 @@ from orchestrations.contracts import (
     RunRequest,
     RunStatus,
     RunTaskInput,
+    SlotAnswer,
+    SlotRequest,
     StartJobInput,
     StartJobResult,
     WatchState,
@@ -69,6 +73,8 @@ def run_task(context: df.DurableOrchestrationContext) -> Orchestration:
         outcome = yield from _give_up(context, retry, run.request, progress.watch, exc)
     if outcome is None:  # continued as new: the next generation carries on
         return None
+    if policy.slot_poll_seconds is not None:  # the job has ended (or never started): its slot goes back
+        yield from _release_slot(context, retry, run.request, outcome.execution_ref)
     return (yield from _record(context, BackoffRetryOptions(policy.record_retry), outcome))
 
 
@@ -86,6 +92,13 @@ def _decide(
     # One wait per generation, taken before the generation ends (like the completion): the SDK 1.x
     # continues as new without the events no wait consumed.
     cancel = context.wait_for_external_event(CANCEL_REQUESTED_EVENT)
+    if progress.watch is None and request.policy.slot_poll_seconds is not None:
+        queued = yield from _wait_for_slot(context, retry, request, cancel)
+        if isinstance(queued, RunOutcome):
+            return queued
+        if queued is _STILL_QUEUED:
+            context.continue_as_new(RunTaskInput(request=request).to_payload())
+            return None
     if progress.watch is None:
         started = yield from _start_job(context, retry, request, attempt=FIRST_ATTEMPT)
         if isinstance(started, RunOutcome):
@@ -99,6 +112,58 @@ def _decide(
             .to_payload()
         )
     return outcome
+
+
+_STILL_QUEUED = "still queued"
+_SLOT_HELD = "slot held"
+
+
+def _wait_for_slot(
+    context: df.DurableOrchestrationContext, retry: BackoffRetryOptions, request: RunRequest, cancel: Task
+) -> Orchestration:
+    """Queued until the run holds a slot: `_SLOT_HELD`; its outcome if cancelled meanwhile; or `_STILL_QUEUED`
+    after this generation's looks. Told by `SlotGranted` when a slot frees; it also looks again every
+    `slot_poll_seconds` (a notice lost to a restart or to continue-as-new, a raised cap). A look that fails
+    (storage out) is only a look: the run stays queued, never fails for it."""
+    policy = request.policy
+    assert policy.slot_poll_seconds is not None
+    granted = context.wait_for_external_event(SLOT_GRANTED_EVENT)
+    for look in range(policy.slot_polls_per_generation):
+        ask = SlotRequest(run_id=request.run_id, requested_at=request.requested_at, poll=look > 0)
+        try:
+            answer: SlotAnswer | None = SlotAnswer.from_payload(
+                (yield context.call_activity_with_retry("acquire_slot", retry, ask.to_payload()))
+            )
+        except Exception:  # every retry failed: look again at the next poll
+            answer = None
+        if answer is not None and answer.cancelled is not None:
+            return _cancelled(request.run_id, FIRST_ATTEMPT, None, answer.cancelled, "it was queued; no job started")
+        if (answer is not None and answer.granted) or granted.is_completed:
+            return _SLOT_HELD
+        if cancel.is_completed:
+            return _cancelled(request.run_id, FIRST_ATTEMPT, None, _cancellation(cancel.result),
+                              "it was queued; no job started")
+        context.set_custom_status({"phase": "queued", "position": answer.position if answer else None})
+        timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=policy.slot_poll_seconds))
+        winner = yield context.task_any([granted, cancel, timer])
+        if winner == granted:
+            timer.cancel()
+            return _SLOT_HELD
+        if winner == cancel:
+            timer.cancel()
+            return _cancelled(request.run_id, FIRST_ATTEMPT, None, _cancellation(cancel.result),
+                              "it was queued; no job started")
+    return _STILL_QUEUED
+
+
+def _release_slot(
+    context: df.DurableOrchestrationContext, retry: BackoffRetryOptions, request: RunRequest, execution_ref: str | None
+) -> Orchestration:
+    """Give the slot back (or leave the line) once the job is gone. If every retry fails the run is still
+    recorded: its slot is taken back as soon as its orchestration has completed and a waiter finds none free."""
+    ask = SlotRequest(run_id=request.run_id, requested_at=request.requested_at, execution_ref=execution_ref)
+    with contextlib.suppress(Exception):  # the SDK raises a plain Exception once all retries failed
+        yield context.call_activity_with_retry("release_slot", retry, ask.to_payload())
 
 
 def _give_up(

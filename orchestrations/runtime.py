@@ -13,6 +13,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
 from orchestrations.backends import JobBackend, create_backend
+from orchestrations.run_slots import RunSlots
 from orchestrations.run_store import RunStore
 from orchestrations.settings import AppSettings, load_settings
 
@@ -30,6 +31,12 @@ def run_store() -> RunStore:
     assert current.storage_table_uri is not None  # AppSettings requires one or the other
     tables = TableServiceClient(current.storage_table_uri, credential=storage_credential())
     return RunStore.open(tables, current.runs_table)
+
+
+@functools.cache
+def run_slots() -> RunSlots:
+    """The concurrency cap's slots and line: rows of the runs table beside the run records."""
+    return RunSlots(run_store().table)
 
 
 @functools.cache
@@ -57,5 +64,5 @@ def storage_credential() -> TokenCredential:
 
 def reset() -> None:
     """Forget everything built so far (tests, or a host that reloads the app)."""
-    for cached in (settings, run_store, backend, blob_service, storage_credential):
+    for cached in (settings, run_store, run_slots, backend, blob_service, storage_credential):
         cached.cache_clear()

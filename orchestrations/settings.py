@@ -29,6 +29,7 @@ from orchestrations.contracts import (
     TaskType,
 )
 from orchestrations.errors import ConfigurationError
+from orchestrations.run_slots import MAX_CAP
 
 _CONTAINER_NAME = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
 # Containers of the Functions host itself (receipts, keys): no request may read them, whatever INPUT_SCOPES says.
@@ -224,6 +225,16 @@ class AppSettings(BaseSettings):
     status_checks_per_generation: int = Field(
         default=50, ge=1, validation_alias="STATUS_CHECKS_PER_GENERATION",
         description="Status checks before the orchestration continues as new (bounds its history).",
+    )
+    max_concurrent_runs: int = Field(
+        default=10, ge=1, le=MAX_CAP, validation_alias="MAX_CONCURRENT_RUNS",
+        description="Jobs that may run at once, across all hosts; the other runs wait `queued`, in upload order. "
+        "Read at every start: lowering it holds new starts until fewer run, raising it starts waiting runs.",
+    )
+    slot_poll_seconds: int = Field(
+        default=60, gt=0, le=MAX_TIMER_SECONDS, validation_alias="SLOT_POLL_SECONDS",
+        description="How often a queued run looks for a slot itself; it is told at once when a slot frees, "
+        "so this only bounds the wait after a lost notice or a raised cap.",
     )
     activity_max_attempts: int = Field(default=4, ge=1, le=20, validation_alias="ACTIVITY_MAX_ATTEMPTS")
     activity_first_retry_seconds: float = Field(
@@ -470,6 +481,7 @@ class AppSettings(BaseSettings):
             check_interval_seconds=self.status_check_interval_seconds,
             completion_grace_seconds=self.completion_grace_seconds,
             checks_per_generation=self.status_checks_per_generation,
+            slot_poll_seconds=self.slot_poll_seconds,
             activity_retry=RetryPolicy(
                 first_interval_seconds=self.activity_first_retry_seconds,
                 max_attempts=self.activity_max_attempts,

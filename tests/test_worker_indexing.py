@@ -54,7 +54,16 @@ def test_worker_finds_every_function_through_the_entry_module(index: Any) -> Non
     assert sorted(functions) == sorted([
         "on_upload", "on_runner_event", "get_run", "list_runs", "get_run_log", "get_openapi", "cancel_run", "rerun_run",
         "run_task", "start_job", "check_job", "stop_job", "read_result", "record_outcome",
+        "acquire_slot", "release_slot",
     ])
+
+
+def test_the_slot_activities_get_the_durable_client_as_the_worker_binds_it(index: Any) -> None:
+    functions = index()
+
+    for name in ("acquire_slot", "release_slot"):
+        assert {b["type"] for b in functions[name]} == {"activityTrigger", "durableClient"}
+        assert _binding(functions[name], "durableClient")["name"] == "client"
 
 
 def test_upload_trigger_polls_the_uploads_container_with_the_storage_connection(index: Any) -> None:

@@ -18,6 +18,7 @@ param runsContainer string
 param runsTable string
 param runnerEventsQueue string
 param runDeadlineSeconds int
+param maxConcurrentRuns int
 @allowed([
   'AzureStorage'
   'DurableTaskScheduler'
@@ -117,6 +118,7 @@ var appSettings = {
   RUNS_TABLE: runsTable
   RUNNER_EVENTS_QUEUE: runnerEventsQueue
   RUN_DEADLINE_SECONDS: string(runDeadlineSeconds)
+  MAX_CONCURRENT_RUNS: string(maxConcurrentRuns)
   // The aca backend: which job, as whom.
   RUNNER_BACKEND: 'aca'
   ACA_SUBSCRIPTION_ID: subscription().subscriptionId

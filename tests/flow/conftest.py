@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -238,3 +239,40 @@ def api_post(host: LocalHost, path: str, **kwargs: object) -> requests.Response:
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
+
+
+class HostProcess:
+    """The host as its own process (`python -m local_runner host`), as under `make up`: one a test can kill."""
+
+    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+        self.port = port
+        with log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "local_runner", "host", "--port", str(port)],
+                cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT,
+            )
+        wait_for(self.answers, timeout=60)
+
+    def answers(self) -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{self.port}/api/runs?limit=1", timeout=2).ok
+        except requests.ConnectionError:
+            assert self.process.poll() is None, "the host exited; see its log"
+            return False
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def history(self, run_id: str) -> list[dict[str, object]]:
+        url = f"http://127.0.0.1:{self.port}/runtime/webhooks/durabletask/instances/{run_id}?showHistory=true"
+        return list(requests.get(url, timeout=10).json()["historyEvents"])
+
+
+@pytest.fixture
+def hosts(flow_env: FlowEnv, tmp_path: Path) -> Iterator[list[HostProcess]]:
+    started: list[HostProcess] = []
+    yield started
+    for host in started:
+        if host.process.poll() is None:
+            host.kill()

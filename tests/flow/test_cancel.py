@@ -98,7 +98,9 @@ def test_cancelling_a_running_run_stops_its_job_and_records_who_when_and_why(
     assert "alice" in record.error.message and "wrong portfolio" in record.error.message
     assert record.finished_at is not None
     assert orchestration_completes(host, run_id) == "Completed"
-    assert scheduled_activities(host, run_id) == ["start_job", "stop_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == [
+        "acquire_slot", "start_job", "stop_job", "release_slot", "record_outcome",
+    ]
     assert record.execution_ref is not None
     ref = ExecutionRef.parse(record.execution_ref)
     assert runtime.backend().status(ref).has_ended
@@ -133,7 +135,7 @@ def test_a_run_cancelled_while_queued_never_starts_a_job(
     assert record.cancellation is not None and record.cancellation.requested_by == "bob"
     assert record.cancellation.reason is None and record.execution_ref is None and record.attempts == 0
     assert flow_env.executions() == []
-    assert scheduled_activities(host, run_id) == ["start_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == ["acquire_slot", "start_job", "release_slot", "record_outcome"]
     assert orchestration_completes(host, run_id) == "Completed"
     keep_history(host, run_id, "cancelled_before_start")
 
@@ -158,7 +160,9 @@ def test_a_cancel_that_comes_while_the_job_is_being_started_stops_the_job_once_i
 
     assert answers == [202]
     assert record.status is RunStatus.CANCELLED and record.attempts == 1
-    assert scheduled_activities(host, run_id) == ["start_job", "stop_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == [
+        "acquire_slot", "start_job", "stop_job", "release_slot", "record_outcome",
+    ]
     assert record.execution_ref is not None
     assert runtime.backend().status(ExecutionRef.parse(record.execution_ref)).has_ended
 
@@ -215,7 +219,7 @@ def test_a_completion_taken_before_the_cancel_wins_and_the_run_ends_once(
     assert record.status is RunStatus.SUCCEEDED and record.error is None and record.outputs_count == 1
     assert record.cancellation is not None and record.cancellation.requested_by == "alice"  # asked, too late
     assert orchestration_completes(host, run_id) == "Completed"
-    assert scheduled_activities(host, run_id) == ["start_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == ["acquire_slot", "start_job", "release_slot", "record_outcome"]
     again = cancel(host, run_id)
     assert again.status_code == 409
     assert again.json() == {"error": {"code": "run_already_ended", "message": again.json()["error"]["message"]}}
@@ -246,7 +250,9 @@ def test_a_cancel_and_a_completion_pending_at_the_same_check_end_the_run_as_the_
 
     assert answers == [202]
     assert record.status is RunStatus.SUCCEEDED, record.error
-    assert scheduled_activities(host, run_id) == ["start_job", "check_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == [
+        "acquire_slot", "start_job", "check_job", "release_slot", "record_outcome",
+    ]
     assert orchestration_completes(host, run_id) == "Completed"
 
 
@@ -275,7 +281,9 @@ def test_a_cancel_that_arrives_during_the_last_check_of_a_generation_is_taken_be
     assert answers == [202]
     assert record.status is RunStatus.CANCELLED, record.error
     assert only_generation(host, run_id)
-    assert scheduled_activities(host, run_id) == ["start_job", "check_job", "stop_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == [
+        "acquire_slot", "start_job", "check_job", "stop_job", "release_slot", "record_outcome",
+    ]
     assert record.execution_ref is not None
     assert runtime.backend().status(ExecutionRef.parse(record.execution_ref)).has_ended
 

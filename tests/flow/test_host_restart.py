@@ -8,55 +8,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from local_runner.azurite import free_port
 from orchestrations.contracts import RunStatus
-from tests.conftest import PROJECT_ROOT
-from tests.flow.conftest import FlowEnv, md5, wait_for, wait_for_end
+from tests.flow.conftest import FlowEnv, HostProcess, md5, wait_for, wait_for_end
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
-
-
-class HostProcess:
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
-        self.port = port
-        with log.open("ab") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "local_runner", "host", "--port", str(port)],
-                cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT,
-            )
-        wait_for(self.answers, timeout=60)
-
-    def answers(self) -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{self.port}/api/runs?limit=1", timeout=2).ok
-        except requests.ConnectionError:
-            assert self.process.poll() is None, "the host exited; see its log"
-            return False
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-    def history(self, run_id: str) -> list[dict[str, object]]:
-        url = f"http://127.0.0.1:{self.port}/runtime/webhooks/durabletask/instances/{run_id}?showHistory=true"
-        return list(requests.get(url, timeout=10).json()["historyEvents"])
-
-
-@pytest.fixture
-def hosts(flow_env: FlowEnv, tmp_path: Path) -> Iterator[list[HostProcess]]:
-    started: list[HostProcess] = []
-    yield started
-    for host in started:
-        if host.process.poll() is None:
-            host.kill()
 
 
 def test_run_survives_a_host_killed_mid_run_and_completes_once(

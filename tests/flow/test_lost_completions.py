@@ -90,7 +90,7 @@ def test_a_completion_message_never_delivered_is_replaced_by_the_result_document
     assert flow_env.read_blob(record.outputs[0]).startswith(b'"isin","market_value","currency"')
     assert record.result_uri == f"az://{flow_env.env['RUNS_CONTAINER']}/{run_id}/result.json"
     assert record.log_uri and b"parse_portfolio" in flow_env.read_blob(record.log_uri)
-    assert scheduled_activities(host, run_id)[-2:] == ["read_result", "record_outcome"]
+    assert scheduled_activities(host, run_id)[-3:] == ["read_result", "release_slot", "record_outcome"]
     assert flow_env.queue_messages(flow_env.env["RUNNER_EVENTS_QUEUE"]) == 1  # it was sent, never delivered
     keep_history(host, run_id, "succeeded_from_result_document")
 
@@ -122,7 +122,9 @@ def test_a_completion_that_arrives_during_the_last_check_of_a_generation_is_take
     record = drive(host, clock, flow_env, run_id, seconds_per_step=0.5)
 
     assert record.status is RunStatus.SUCCEEDED, record.error
-    assert scheduled_activities(host, run_id) == ["start_job", "check_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == [
+        "acquire_slot", "start_job", "check_job", "release_slot", "record_outcome",
+    ]
     assert only_generation(host, run_id) and len(checks) == 1
 
 
@@ -173,7 +175,7 @@ def test_a_duplicated_completion_message_records_the_run_once(
     wait_for(lambda: trigger.poll_once() == 0 and flow_env.queue_messages(queue.queue_name) == 0)
 
     assert record.status is RunStatus.SUCCEEDED
-    assert scheduled_activities(host, run_id) == ["start_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == ["acquire_slot", "start_job", "release_slot", "record_outcome"]
     assert flow_env.queue_messages(f"{queue.queue_name}-poison") == 0
 
 
@@ -363,7 +365,7 @@ def test_runs_whose_messages_are_all_deleted_end_succeeded_once_each(
     assert {md5(flow_env.read_blob(record.outputs[0])) for record in records} == {"0f51946d64ef6ee4daca1a6969317cba"}
     assert flow_env.executions() == sorted(run_ids)
     for run_id in run_ids:
-        assert scheduled_activities(host, run_id)[-2:] == ["read_result", "record_outcome"]
+        assert scheduled_activities(host, run_id)[-3:] == ["read_result", "release_slot", "record_outcome"]
     kept = json.dumps([host.engine.get_history(run_id) for run_id in run_ids])
     assert [run_id for run_id in run_ids if token_of(run_id) in kept] == []
 
@@ -510,5 +512,5 @@ def test_a_flood_of_junk_completion_messages_does_not_hold_up_a_good_run(
     record = drive(host, clock, flow_env, run_id, seconds_per_step=0)
 
     assert record.status is RunStatus.SUCCEEDED and record.outputs_count == 1
-    assert scheduled_activities(host, run_id) == ["start_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == ["acquire_slot", "start_job", "release_slot", "record_outcome"]
     assert caplog.text.count("not a valid RunnerEvent") == 16 and caplog.text.count("for unknown run") == 16

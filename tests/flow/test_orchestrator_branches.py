@@ -52,7 +52,7 @@ def test_completion_message_wins_without_any_status_check(
     record = drive(host, clock, flow_env, run_id, seconds_per_step=0)
 
     assert record.status is RunStatus.SUCCEEDED
-    assert scheduled_activities(host, run_id) == ["start_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == ["acquire_slot", "start_job", "release_slot", "record_outcome"]
     keep_history(host, run_id, "succeeded_on_event")
 
 
@@ -147,7 +147,7 @@ def test_a_start_no_retry_can_help_fails_the_run_at_once_with_the_backends_reaso
     assert record.status is RunStatus.FAILED
     assert record.error is not None and record.error.code == "image_not_found"
     assert "pacta-no-such-image:missing" in record.error.message and "make images" in record.error.message
-    assert scheduled_activities(host, run_id) == ["start_job", "record_outcome"]
+    assert scheduled_activities(host, run_id) == ["acquire_slot", "start_job", "release_slot", "record_outcome"]
     assert record.attempts == 0
 
 

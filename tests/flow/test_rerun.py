@@ -52,7 +52,7 @@ def test_a_rerun_runs_the_same_blob_version_as_a_new_linked_run_and_leaves_the_o
     assert record.outputs_count == 1 and record.outputs != original.outputs
     assert record.result_uri is not None and f"/{record.run_id}/" in record.result_uri
     assert flow_env.record(original_id) == original
-    assert scheduled_activities(host, record.run_id) == ["start_job", "record_outcome"]
+    assert scheduled_activities(host, record.run_id) == ["acquire_slot", "start_job", "release_slot", "record_outcome"]
     assert sorted(flow_env.executions()) == sorted([original_id, record.run_id])
 
 

@@ -45,6 +45,7 @@ AZURE_VALUES = {
     "AzureWebJobsStorage__tableServiceUri": "https://stexample.table.core.windows.net/",
     "CALLBACK_TOKEN_KEY": "resolved-from-key-vault-" + "k" * 40,
     "RUN_DEADLINE_SECONDS": "3600",
+    "MAX_CONCURRENT_RUNS": "10",
     "TASK_HUB_NAME": "PactaRunner",
     "ACA_SUBSCRIPTION_ID": "22222222-2222-2222-2222-222222222222",
     "ACA_RESOURCE_GROUP": "rg-example",

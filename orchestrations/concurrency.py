@@ -1,0 +1,119 @@
+"""The concurrency cap's two activities: take a place in line (and a slot when one is free), give it back.
+
+Both hand the free slots to the head of the line (`RunSlots.grant`) and tell each run they gave one to
+with a `SlotGranted` event, so that a run starts as soon as a slot frees, on whichever host freed it; a
+run that misses its event (its host restarted, it had just continued as new) finds its slot at its next
+poll. Whether a holder's orchestration still runs is asked of the durable client: a slot held by an
+orchestration that failed, was terminated or no longer exists is taken back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from orchestrations import runtime
+from orchestrations.contracts import SLOT_GRANTED_EVENT, ExecutionRef, RunStatus, SlotAnswer, SlotRequest
+from orchestrations.run_slots import Grant, RunSlots
+
+logger = logging.getLogger(__name__)
+
+# How long a release waits for its job to end: a runner exits within moments of its message; a stopped
+# Container Apps replica within its termination grace.
+JOB_END_WAIT_SECONDS = 120.0
+# Runtime statuses of an orchestration that may still use its slot (ContinuedAsNew: between generations).
+_LIVE_STATUSES = {"Pending", "Running", "ContinuedAsNew", "Suspended"}
+
+
+async def acquire_slot(payload: dict, client: Any) -> dict:
+    """Activity: join the line (once), hand out what is free, and say whether this run holds a slot now.
+
+    A run whose record carries a cancel request leaves the line instead (the request may have come while
+    the orchestration continued as new, which drops the event)."""
+    request = SlotRequest.from_payload(payload)
+    slots = runtime.run_slots()
+    record = await asyncio.to_thread(runtime.run_store().get_run, request.run_id)
+    if record.status is RunStatus.QUEUED and record.cancellation is not None:
+        await _release(slots, request.run_id, client)
+        return SlotAnswer(granted=False, cancelled=record.cancellation).to_payload()
+    await asyncio.to_thread(slots.join, request.run_id, request.requested_at)
+    await _grant(slots, client, poll=request.poll, asker=request.run_id)
+    if await asyncio.to_thread(slots.holding, request.run_id) is not None:
+        return SlotAnswer(granted=True).to_payload()
+    position = await asyncio.to_thread(slots.position, request.run_id)
+    return SlotAnswer(granted=False, position=position).to_payload()
+
+
+async def release_slot(payload: dict, client: Any) -> dict:
+    """Activity: once the run's job is gone, give back its slot (or its place in line) and hand what is free
+    to the next in line."""
+    request = SlotRequest.from_payload(payload)
+    if request.execution_ref is not None:
+        await asyncio.to_thread(_wait_for_job_end, request.run_id, ExecutionRef.parse(request.execution_ref))
+    return {"released": await _release(runtime.run_slots(), request.run_id, client)}
+
+
+def _wait_for_job_end(run_id: str, ref: ExecutionRef) -> None:
+    """Until the backend says the job has ended (a runner still exiting after its message, a replica still
+    terminating after a stop), for at most JOB_END_WAIT_SECONDS: then the slot goes back all the same."""
+    backend = runtime.backend()
+    deadline = time.monotonic() + JOB_END_WAIT_SECONDS
+    pause = 0.05
+    while time.monotonic() < deadline:
+        try:
+            if backend.status(ref).has_ended:
+                return
+        except Exception as exc:  # an unknown or vanished execution holds no resources
+            logger.warning("Run %s: its job's status is unknown (%s); its slot goes back", run_id, exc,
+                           extra={"run_id": run_id})
+            return
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
+    logger.warning("Run %s: its job %s still runs after %s s; its slot goes back all the same", run_id, ref,
+                   JOB_END_WAIT_SECONDS, extra={"run_id": run_id})
+
+
+async def _release(slots: RunSlots, run_id: str, client: Any) -> bool:
+    released = await asyncio.to_thread(slots.release, run_id)
+    await _grant(slots, client, poll=False)
+    return released
+
+
+async def _grant(slots: RunSlots, client: Any, *, poll: bool, asker: str | None = None) -> list[Grant]:
+    """Hand out the free slots and tell each run given one, except `asker`, which learns it from the answer."""
+    loop = asyncio.get_running_loop()
+
+    def alive(run_ids: list[str]) -> set[str]:
+        # Called from the grant's worker thread: the client's calls run on this activity's loop.
+        return asyncio.run_coroutine_threadsafe(_alive(client, run_ids), loop).result()
+
+    cap = runtime.settings().max_concurrent_runs
+    grants = await asyncio.to_thread(slots.grant, cap, alive, poll=poll)
+    for grant in grants:
+        if grant.run_id == asker:
+            continue
+        try:
+            await client.raise_event(grant.run_id, SLOT_GRANTED_EVENT, {"slot": grant.slot})
+        except Exception as exc:  # its next poll finds the slot; a dead one's slot is taken back later
+            logger.warning("Run %s was given slot %s but could not be told: %s", grant.run_id, grant.slot, exc,
+                           extra={"run_id": grant.run_id})
+    return grants
+
+
+async def _alive(client: Any, run_ids: list[str]) -> set[str]:
+    statuses = await asyncio.gather(*(client.get_status(run_id) for run_id in run_ids))
+    return {
+        run_id for run_id, status in zip(run_ids, statuses, strict=True)
+        if status and _runtime_status(status) in _LIVE_STATUSES
+    }
+
+
+def _runtime_status(status: Any) -> str | None:
+    value = getattr(status, "runtime_status", None)
+    return getattr(value, "value", value)
+
+
+# The activities that need the durable client (function_app/durable.py binds it).
+CLIENT_ACTIVITIES = {"acquire_slot": acquire_slot, "release_slot": release_slot}

@@ -1,0 +1,155 @@
+"""MAX_CONCURRENT_RUNS through the whole flow: the in-process host, real Azurite, the process backend.
+
+The number of live jobs is sampled from the backend itself (each execution's process group, as its own
+`status` reports it) all through the burst, not inferred from records.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from local_runner.azurite import free_port
+from local_runner.process_backend import ProcessJobBackend
+from orchestrations.contracts import ExecutionRef, JobState, RunStatus
+from orchestrations.run_slots import RunSlots
+from tests.conftest import PROJECT_ROOT
+from tests.flow.conftest import FlowEnv, HostProcess, api_get, api_post, wait_for, wait_for_end
+
+pytestmark = [pytest.mark.azurite, pytest.mark.slow]
+
+
+def runner_after_a_pause(seconds: float) -> str:
+    """RUNNER_COMMAND: the runner, after `seconds` of a live process (long enough to be seen overlapping)."""
+    code = f"import os, sys, time\ntime.sleep({seconds})\nos.execv(sys.executable, [sys.executable, '-m', 'runner'])"
+    return json.dumps([sys.executable, "-c", code])
+
+
+class LiveJobs:
+    """Samples, every 20 ms until closed, how many of the backend's executions are running."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self._work_dir = work_dir
+        self._backend = ProcessJobBackend(work_dir, project_root=PROJECT_ROOT)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.most = 0
+        self.samples = 0
+
+    def running(self) -> int:
+        if not self._work_dir.exists():
+            return 0
+        return sum(
+            self._backend.status(ExecutionRef(backend="process", name=path.name)).state is JobState.RUNNING
+            for path in self._work_dir.iterdir()
+        )
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.most = max(self.most, self.running())
+            self.samples += 1
+
+    def __enter__(self) -> LiveJobs:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def slots_of(flow: FlowEnv) -> RunSlots:
+    return RunSlots(TableServiceClient.from_connection_string(flow.connection).get_table_client(flow.env["RUNS_TABLE"]))
+
+
+def upload_all(flow: FlowEnv, content: bytes, count: int) -> list[str]:
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        return list(pool.map(lambda n: flow.upload(f"parse_portfolio/burst-{n:03}.csv", content), range(count)))
+
+
+def test_thirty_uploads_at_a_cap_of_three_never_run_more_than_three_jobs_and_all_succeed(
+    flow_env: FlowEnv, start_host: object, fixtures_dir: Path
+) -> None:
+    start_host(MAX_CONCURRENT_RUNS="3", SLOT_POLL_SECONDS="600",  # type: ignore[operator]
+               RUNNER_COMMAND=runner_after_a_pause(0.5))
+    with LiveJobs(flow_env.work_dir) as live:
+        run_ids = upload_all(flow_env, (fixtures_dir / "simple.csv").read_bytes(), 30)
+        records = [wait_for_end(flow_env, run_id, timeout=240) for run_id in run_ids]
+
+    assert [record.status for record in records] == [RunStatus.SUCCEEDED] * 30
+    assert live.most == 3, f"at most {live.most} jobs ran at once over {live.samples} samples"
+    # Started as told (SlotGranted), not by the 600 s look: in the order the uploads were accepted, each
+    # at most cap - 1 places early (the grants of one round start together).
+    by_request = sorted(records, key=lambda record: record.requested_at)
+    by_start = sorted(records, key=lambda record: record.started_at or record.requested_at)
+    for place, record in enumerate(by_start):
+        assert by_request.index(record) <= place + 2
+    slots = slots_of(flow_env)
+    assert slots.holders() == {} and slots.waiting() == 0
+
+
+def test_a_queued_run_shows_its_place_and_is_cancelled_without_ever_starting_a_job(
+    flow_env: FlowEnv, start_host: object, fixtures_dir: Path
+) -> None:
+    gate = flow_env.work_dir.parent / "gate"
+    host = start_host(MAX_CONCURRENT_RUNS="1", RUNNER_COMMAND=json.dumps(  # type: ignore[operator]
+        [sys.executable, "-c", f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)"]))
+    try:
+        portfolio = (fixtures_dir / "simple.csv").read_bytes()
+        holding = flow_env.upload("parse_portfolio/first.csv", portfolio)
+        wait_for(lambda: (record := flow_env.record(holding)) is not None and record.status is RunStatus.RUNNING)
+        second = flow_env.upload("parse_portfolio/second.csv", portfolio)
+        third = flow_env.upload("parse_portfolio/third.csv", portfolio)
+
+        def queued_second_in_line() -> dict | None:
+            view = api_get(host, f"runs/{third}").json()
+            custom = (view.get("orchestration") or {}).get("custom_status") or {}
+            return view if view.get("queue_position") == 2 and custom.get("phase") == "queued" else None
+
+        view = wait_for(queued_second_in_line)
+        listing = {run["run_id"]: run for run in api_get(host, "runs").json()["runs"]}
+        cancelled = api_post(host, f"runs/{second}/cancel", json={"reason": "not needed", "by": "test"})
+        ended = wait_for_end(flow_env, second)
+
+        assert view["status"] == "queued" and view["orchestration"]["custom_status"]["position"] == 2
+        assert listing[second]["queue_position"] == 1 and listing[holding]["queue_position"] is None
+        assert cancelled.status_code == 202
+        assert ended.status is RunStatus.CANCELLED and ended.execution_ref is None
+        assert second not in flow_env.executions()
+        assert wait_for(lambda: api_get(host, f"runs/{third}").json()["queue_position"] == 1)
+    finally:
+        gate.touch()  # the stand-in jobs end, whatever happened above
+    assert wait_for_end(flow_env, third, timeout=60).status is RunStatus.FAILED  # the stand-in job writes no result
+    assert slots_of(flow_env).holders() == {} and slots_of(flow_env).waiting() == 0
+
+
+def test_two_hundred_uploads_at_a_cap_of_five_with_the_host_killed_midway_lose_no_slot(
+    flow_env: FlowEnv, hosts: list[HostProcess], tmp_path: Path, fixtures_dir: Path
+) -> None:
+    env = {**flow_env.env, "MAX_CONCURRENT_RUNS": "5", "SLOT_POLL_SECONDS": "5"}
+    port = free_port()
+    hosts.append(HostProcess(env, port, tmp_path / "host-a.log"))
+    with LiveJobs(flow_env.work_dir) as live:
+        run_ids = upload_all(flow_env, (fixtures_dir / "simple.csv").read_bytes(), 200)
+
+        def recorded() -> int:
+            return sum((record := flow_env.record(run_id)) is not None and record.status.is_terminal
+                       for run_id in run_ids)
+
+        wait_for(lambda: recorded() >= 40, timeout=300)
+        hosts[0].kill()  # mid-burst: runs holding slots, starting, waiting in line, recording
+        hosts.append(HostProcess(env, port, tmp_path / "host-b.log"))
+        records = [wait_for_end(flow_env, run_id, timeout=600) for run_id in run_ids]
+
+    assert [record.status for record in records] == [RunStatus.SUCCEEDED] * 200
+    assert sorted(flow_env.executions()) == sorted(run_ids)  # one execution each
+    assert live.most <= 5, f"{live.most} jobs alive at once"
+    slots = slots_of(flow_env)
+    assert slots.holders() == {} and slots.waiting() == 0
