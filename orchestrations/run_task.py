@@ -283,7 +283,9 @@ def _stop_on_cancel(
     job = JobRefInput(run_id=request.run_id, execution_ref=watch.execution_ref).to_payload()
     try:
         stopped = JobStatus.from_payload((yield context.call_activity_with_retry("stop_job", retry, job)))
-        how = "its job was stopped" + (f" ({stopped.detail})" if stopped.detail else "")
+        # The backend's detail, unless it only repeats that the job was stopped.
+        detail = stopped.detail if stopped.detail and stopped.detail.strip().lower() != "stopped" else None
+        how = "its job was stopped" + (f" ({detail})" if detail else "")
     except Exception as exc:
         how = f"stopping its job failed: {_reason(exc)}; the job may still run until its backend ends it"
     return _cancelled(request.run_id, watch.attempt, watch.execution_ref, _cancellation(cancel.result), how)
