@@ -122,11 +122,13 @@ def _wait_for_slot(
     context: df.DurableOrchestrationContext, retry: BackoffRetryOptions, request: RunRequest, cancel: Task
 ) -> Orchestration:
     """Queued until the run holds a slot: `_SLOT_HELD`; its outcome if cancelled meanwhile; or `_STILL_QUEUED`
-    after this generation's looks. Told by `SlotGranted` when a slot frees; it also looks again every
+    after this generation's looks. `SlotGranted` (sent when a slot frees) only wakes it: the look that follows
+    confirms the slot in storage, so no event, late or forged, starts a job without one. It also looks every
     `slot_poll_seconds` (a notice lost to a restart or to continue-as-new, a raised cap). A look that fails
     (storage out) is only a look: the run stays queued, never fails for it."""
     policy = request.policy
     assert policy.slot_poll_seconds is not None
+    queued_no_job = "it was queued; no job started"
     granted = context.wait_for_external_event(SLOT_GRANTED_EVENT)
     for look in range(policy.slot_polls_per_generation):
         ask = SlotRequest(run_id=request.run_id, requested_at=request.requested_at, poll=look > 0)
@@ -137,22 +139,21 @@ def _wait_for_slot(
         except Exception:  # every retry failed: look again at the next poll
             answer = None
         if answer is not None and answer.cancelled is not None:
-            return _cancelled(request.run_id, FIRST_ATTEMPT, None, answer.cancelled, "it was queued; no job started")
-        if (answer is not None and answer.granted) or granted.is_completed:
+            return _cancelled(request.run_id, FIRST_ATTEMPT, None, answer.cancelled, queued_no_job)
+        if answer is not None and answer.granted:
             return _SLOT_HELD
         if cancel.is_completed:
-            return _cancelled(request.run_id, FIRST_ATTEMPT, None, _cancellation(cancel.result),
-                              "it was queued; no job started")
-        context.set_custom_status({"phase": "queued", "position": answer.position if answer else None})
-        timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=policy.slot_poll_seconds))
-        winner = yield context.task_any([granted, cancel, timer])
-        if winner == granted:
-            timer.cancel()
-            return _SLOT_HELD
-        if winner == cancel:
-            timer.cancel()
-            return _cancelled(request.run_id, FIRST_ATTEMPT, None, _cancellation(cancel.result),
-                              "it was queued; no job started")
+            return _cancelled(request.run_id, FIRST_ATTEMPT, None, _cancellation(cancel.result), queued_no_job)
+        if not granted.is_completed:  # (told while this look ran: look again at once)
+            context.set_custom_status({"phase": "queued", "position": answer.position if answer else None})
+            timer = context.create_timer(context.current_utc_datetime + timedelta(seconds=policy.slot_poll_seconds))
+            winner = yield context.task_any([granted, cancel, timer])
+            if winner != timer:
+                timer.cancel()
+            if winner == cancel:
+                return _cancelled(request.run_id, FIRST_ATTEMPT, None, _cancellation(cancel.result), queued_no_job)
+        if granted.is_completed:  # the next look confirms it; a later notice needs a wait of its own
+            granted = context.wait_for_external_event(SLOT_GRANTED_EVENT)
     return _STILL_QUEUED
 
 

@@ -14,14 +14,25 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
+import requests
 from azure.data.tables import TableServiceClient
 
 from local_runner.azurite import free_port
+from local_runner.host.durable.errors import InstanceNotFoundError
+from local_runner.host.host import LocalHost
 from local_runner.process_backend import ProcessJobBackend
 from orchestrations.contracts import ExecutionRef, JobState, RunStatus
 from orchestrations.run_slots import RunSlots
 from tests.conftest import PROJECT_ROOT
-from tests.flow.conftest import FlowEnv, HostProcess, api_get, api_post, wait_for, wait_for_end
+from tests.flow.conftest import (
+    FlowEnv,
+    HostProcess,
+    api_get,
+    api_post,
+    scheduled_activities,
+    wait_for,
+    wait_for_end,
+)
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
 
@@ -67,6 +78,14 @@ class LiveJobs:
 
 def slots_of(flow: FlowEnv) -> RunSlots:
     return RunSlots(TableServiceClient.from_connection_string(flow.connection).get_table_client(flow.env["RUNS_TABLE"]))
+
+
+def looks_for_a_slot(host: LocalHost, run_id: str) -> int:
+    """How many times the run's orchestration has asked for a slot (0 before it exists)."""
+    try:
+        return scheduled_activities(host, run_id).count("acquire_slot")
+    except InstanceNotFoundError:
+        return 0
 
 
 def upload_all(flow: FlowEnv, content: bytes, count: int) -> list[str]:
@@ -128,6 +147,34 @@ def test_a_queued_run_shows_its_place_and_is_cancelled_without_ever_starting_a_j
         gate.touch()  # the stand-in jobs end, whatever happened above
     assert wait_for_end(flow_env, third, timeout=60).status is RunStatus.FAILED  # the stand-in job writes no result
     assert slots_of(flow_env).holders() == {} and slots_of(flow_env).waiting() == 0
+
+
+def test_a_forged_slot_notice_starts_no_job_without_a_slot(
+    flow_env: FlowEnv, start_host: object, fixtures_dir: Path
+) -> None:
+    gate = flow_env.work_dir.parent / "gate"
+    host = start_host(MAX_CONCURRENT_RUNS="1", RUNNER_COMMAND=json.dumps(  # type: ignore[operator]
+        [sys.executable, "-c", f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)"]))
+    try:
+        portfolio = (fixtures_dir / "simple.csv").read_bytes()
+        holding = flow_env.upload("parse_portfolio/first.csv", portfolio)
+        wait_for(lambda: (record := flow_env.record(holding)) is not None and record.status is RunStatus.RUNNING)
+        queued = flow_env.upload("parse_portfolio/second.csv", portfolio)
+        wait_for(lambda: looks_for_a_slot(host, queued) == 1)  # type: ignore[arg-type]
+
+        forged = requests.post(
+            f"{host.base_url}/runtime/webhooks/durabletask/instances/{queued}/raiseEvent/SlotGranted",  # type: ignore[attr-defined]
+            json={"slot": "0000"}, timeout=10,
+        )
+        wait_for(lambda: looks_for_a_slot(host, queued) == 2)  # type: ignore[arg-type]
+
+        assert forged.status_code == 202
+        assert flow_env.record(queued).status is RunStatus.QUEUED  # type: ignore[union-attr]
+        assert queued not in flow_env.executions()
+        assert api_get(host, f"runs/{queued}").json()["queue_position"] == 1  # type: ignore[arg-type]
+    finally:
+        gate.touch()
+    assert wait_for_end(flow_env, queued, timeout=60).execution_ref is not None  # its turn came, then it ran
 
 
 def test_two_hundred_uploads_at_a_cap_of_five_with_the_host_killed_midway_lose_no_slot(
