@@ -6,9 +6,11 @@ The number of live jobs is sampled from the backend itself (each execution's pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -88,15 +90,32 @@ def looks_for_a_slot(host: LocalHost, run_id: str) -> int:
         return 0
 
 
+@contextlib.contextmanager
+def one_slot_held(
+    flow: FlowEnv, start_host: Callable[..., LocalHost], portfolio: bytes
+) -> Iterator[tuple[LocalHost, str]]:
+    """A host at MAX_CONCURRENT_RUNS=1 whose first run holds the slot, its stand-in job running until the block
+    ends (then every stand-in job ends at once, writing no result: those runs end `failed`)."""
+    gate = flow.work_dir.parent / "gate"
+    host = start_host(MAX_CONCURRENT_RUNS="1", RUNNER_COMMAND=json.dumps(
+        [sys.executable, "-c", f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)"]))
+    try:
+        holding = flow.upload("parse_portfolio/first.csv", portfolio)
+        wait_for(lambda: (record := flow.record(holding)) is not None and record.status is RunStatus.RUNNING)
+        yield host, holding
+    finally:
+        gate.touch()
+
+
 def upload_all(flow: FlowEnv, content: bytes, count: int) -> list[str]:
     with ThreadPoolExecutor(max_workers=10) as pool:
         return list(pool.map(lambda n: flow.upload(f"parse_portfolio/burst-{n:03}.csv", content), range(count)))
 
 
 def test_thirty_uploads_at_a_cap_of_three_never_run_more_than_three_jobs_and_all_succeed(
-    flow_env: FlowEnv, start_host: object, fixtures_dir: Path
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost], fixtures_dir: Path
 ) -> None:
-    start_host(MAX_CONCURRENT_RUNS="3", SLOT_POLL_SECONDS="600",  # type: ignore[operator]
+    start_host(MAX_CONCURRENT_RUNS="3", SLOT_POLL_SECONDS="600",
                RUNNER_COMMAND=runner_after_a_pause(0.5))
     with LiveJobs(flow_env.work_dir) as live:
         run_ids = upload_all(flow_env, (fixtures_dir / "simple.csv").read_bytes(), 30)
@@ -115,15 +134,10 @@ def test_thirty_uploads_at_a_cap_of_three_never_run_more_than_three_jobs_and_all
 
 
 def test_a_queued_run_shows_its_place_and_is_cancelled_without_ever_starting_a_job(
-    flow_env: FlowEnv, start_host: object, fixtures_dir: Path
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost], fixtures_dir: Path
 ) -> None:
-    gate = flow_env.work_dir.parent / "gate"
-    host = start_host(MAX_CONCURRENT_RUNS="1", RUNNER_COMMAND=json.dumps(  # type: ignore[operator]
-        [sys.executable, "-c", f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)"]))
-    try:
-        portfolio = (fixtures_dir / "simple.csv").read_bytes()
-        holding = flow_env.upload("parse_portfolio/first.csv", portfolio)
-        wait_for(lambda: (record := flow_env.record(holding)) is not None and record.status is RunStatus.RUNNING)
+    portfolio = (fixtures_dir / "simple.csv").read_bytes()
+    with one_slot_held(flow_env, start_host, portfolio) as (host, holding):
         second = flow_env.upload("parse_portfolio/second.csv", portfolio)
         third = flow_env.upload("parse_portfolio/third.csv", portfolio)
 
@@ -143,37 +157,28 @@ def test_a_queued_run_shows_its_place_and_is_cancelled_without_ever_starting_a_j
         assert ended.status is RunStatus.CANCELLED and ended.execution_ref is None
         assert second not in flow_env.executions()
         assert wait_for(lambda: api_get(host, f"runs/{third}").json()["queue_position"] == 1)
-    finally:
-        gate.touch()  # the stand-in jobs end, whatever happened above
     assert wait_for_end(flow_env, third, timeout=60).status is RunStatus.FAILED  # the stand-in job writes no result
     assert slots_of(flow_env).holders() == {} and slots_of(flow_env).waiting() == 0
 
 
 def test_a_forged_slot_notice_starts_no_job_without_a_slot(
-    flow_env: FlowEnv, start_host: object, fixtures_dir: Path
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost], fixtures_dir: Path
 ) -> None:
-    gate = flow_env.work_dir.parent / "gate"
-    host = start_host(MAX_CONCURRENT_RUNS="1", RUNNER_COMMAND=json.dumps(  # type: ignore[operator]
-        [sys.executable, "-c", f"import os, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)"]))
-    try:
-        portfolio = (fixtures_dir / "simple.csv").read_bytes()
-        holding = flow_env.upload("parse_portfolio/first.csv", portfolio)
-        wait_for(lambda: (record := flow_env.record(holding)) is not None and record.status is RunStatus.RUNNING)
+    portfolio = (fixtures_dir / "simple.csv").read_bytes()
+    with one_slot_held(flow_env, start_host, portfolio) as (host, _holding):
         queued = flow_env.upload("parse_portfolio/second.csv", portfolio)
-        wait_for(lambda: looks_for_a_slot(host, queued) == 1)  # type: ignore[arg-type]
+        wait_for(lambda: looks_for_a_slot(host, queued) == 1)
 
         forged = requests.post(
-            f"{host.base_url}/runtime/webhooks/durabletask/instances/{queued}/raiseEvent/SlotGranted",  # type: ignore[attr-defined]
+            f"{host.base_url}/runtime/webhooks/durabletask/instances/{queued}/raiseEvent/SlotGranted",
             json={"slot": "0000"}, timeout=10,
         )
-        wait_for(lambda: looks_for_a_slot(host, queued) == 2)  # type: ignore[arg-type]
+        wait_for(lambda: looks_for_a_slot(host, queued) == 2)
 
         assert forged.status_code == 202
         assert flow_env.record(queued).status is RunStatus.QUEUED  # type: ignore[union-attr]
         assert queued not in flow_env.executions()
-        assert api_get(host, f"runs/{queued}").json()["queue_position"] == 1  # type: ignore[arg-type]
-    finally:
-        gate.touch()
+        assert api_get(host, f"runs/{queued}").json()["queue_position"] == 1
     assert wait_for_end(flow_env, queued, timeout=60).execution_ref is not None  # its turn came, then it ran
 
 
