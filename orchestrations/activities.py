@@ -34,6 +34,7 @@ from orchestrations.contracts import (
 )
 from orchestrations.errors import BackendError, ExecutionNotFoundError
 from orchestrations.job_spec import build_job_spec
+from orchestrations.log_context import bind_execution_ref, run_context
 from orchestrations.results import ResultUnavailableError, VerifiedResult, load_verified_result
 
 logger = logging.getLogger(__name__)
@@ -46,14 +47,18 @@ def start_job(payload: dict) -> dict:
     activity gives the runner the same token and none is ever returned into the history.
     """
     job = StartJobInput.from_payload(payload)
+    with run_context(job.request.run_id):
+        return _start_job(job)
+
+
+def _start_job(job: StartJobInput) -> dict:
     settings = runtime.settings()
     token = derive_callback_token(settings.callback_token_key, job.request.run_id, job.attempt)
     spec = build_job_spec(job.request, token, settings, attempt=job.attempt)
     marked = runtime.run_store().update_run(job.request.run_id, lambda record: _mark_starting(record, job.attempt))
     not_started = _why_not_start(marked)
     if not_started is not None:
-        logger.warning("Run %s: not starting its job: it was cancelled or ended first", job.request.run_id,
-                       extra={"run_id": job.request.run_id})
+        logger.warning("Run %s: not starting its job: it was cancelled or ended first", job.request.run_id)
         return not_started.to_payload()
     backend = runtime.backend()
     # Taken before the call: the job may finish before a slow start (ARM's polling) returns.
@@ -63,11 +68,10 @@ def start_job(payload: dict) -> dict:
     except BackendError as exc:
         if not exc.permanent:
             raise  # the activity's retry policy tries again; start is idempotent per run
-        logger.error("Run %s cannot start: %s", job.request.run_id, exc.message, extra={"run_id": job.request.run_id})
+        logger.error("Run %s cannot start: %s", job.request.run_id, exc.message)
         return StartJobResult(refused=RunError(code=exc.code, message=exc.message)).to_payload()
-    logger.info(
-        "Run %s started as %s", job.request.run_id, ref, extra={"run_id": job.request.run_id, "execution_ref": str(ref)}
-    )
+    bind_execution_ref(str(ref))
+    logger.info("Run %s started as %s", job.request.run_id, ref)
 
     def mark_running(record: RunRecord) -> RunRecord:
         return record.model_copy(update={
@@ -87,29 +91,36 @@ def start_job(payload: dict) -> dict:
 def check_job(payload: dict) -> dict:
     """The backend's view of the execution; a vanished execution counts as failed."""
     job = JobRefInput.from_payload(payload)
-    return _ask_backend(job, lambda backend, ref: backend.status(ref)).to_payload()
+    with run_context(job.run_id, job.execution_ref):
+        return _ask_backend(job, lambda backend, ref: backend.status(ref)).to_payload()
 
 
 def stop_job(payload: dict) -> dict:
     job = JobRefInput.from_payload(payload)
-    logger.warning("Stopping run %s (%s)", job.run_id, job.execution_ref, extra={"run_id": job.run_id})
-    return _ask_backend(job, lambda backend, ref: backend.stop(ref)).to_payload()
+    with run_context(job.run_id, job.execution_ref):
+        logger.warning("Stopping run %s (%s)", job.run_id, job.execution_ref)
+        return _ask_backend(job, lambda backend, ref: backend.stop(ref)).to_payload()
 
 
 def read_result(payload: dict) -> dict:
     """The run's outcome from its own result document, when its runner wrote one (the message was lost)."""
     query = ResultQuery.from_payload(payload)
+    with run_context(query.run_id):
+        return _read_result(query)
+
+
+def _read_result(query: ResultQuery) -> dict:
     try:
         result = load_verified_result(query.run_id, query.attempt)
     except ResultUnavailableError as exc:
-        logger.warning("Run %s: no usable result document: %s", query.run_id, exc, extra={"run_id": query.run_id})
+        logger.warning("Run %s: no usable result document: %s", query.run_id, exc)
         return ResultLookup(missing_reason=str(exc)).to_payload()
     run = result.document.Run
     succeeded = run.status is RunnerEventStatus.SUCCEEDED
     exit_code = query.exit_code if query.exit_code is not None else (0 if succeeded else 1)
     logger.warning(
         "Run %s ended without a completion message that arrived; recording it from %s",
-        query.run_id, result.uri, extra={"run_id": query.run_id},
+        query.run_id, result.uri,
     )
     completion = RunnerCompletion(
         status=run.status, exit_code=exit_code, error=run.error, result_uri=result.uri, log_uri=run.log_uri,
@@ -126,6 +137,11 @@ def record_outcome(payload: dict) -> dict:
     that says why, never as a success without outputs.
     """
     outcome = RunOutcome.from_payload(payload)
+    with run_context(outcome.run_id, outcome.execution_ref):
+        return _record_outcome(outcome)
+
+
+def _record_outcome(outcome: RunOutcome) -> dict:
     completion = outcome.completion
     result: VerifiedResult | None = None
     status, error = outcome.status, outcome.error
@@ -133,8 +149,7 @@ def record_outcome(payload: dict) -> dict:
         try:
             result = load_verified_result(outcome.run_id, outcome.attempt)
         except ResultUnavailableError as exc:
-            logger.warning("Run %s: no usable result document: %s", outcome.run_id, exc,
-                           extra={"run_id": outcome.run_id})
+            logger.warning("Run %s: no usable result document: %s", outcome.run_id, exc)
             if status is RunStatus.SUCCEEDED:
                 status, error = RunStatus.FAILED, _unusable_result(exc)
     outputs = result.document.output_uris() if result is not None and status is RunStatus.SUCCEEDED else []
@@ -156,8 +171,10 @@ def record_outcome(payload: dict) -> dict:
         })
 
     record = runtime.run_store().update_run(outcome.run_id, finish)
+    if record.execution_ref:
+        bind_execution_ref(record.execution_ref)
     log = logger.info if record.status is RunStatus.SUCCEEDED else logger.warning
-    log("Run %s %s", outcome.run_id, record.status.value, extra={"run_id": outcome.run_id})
+    log("Run %s %s", outcome.run_id, record.status.value)
     return record.public_view()
 
 

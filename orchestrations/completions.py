@@ -15,6 +15,7 @@ from pydantic import SecretStr, ValidationError
 
 from orchestrations.callback_tokens import is_valid_token
 from orchestrations.contracts import RUNNER_COMPLETED_EVENT, RunnerCompletion, RunnerEvent
+from orchestrations.log_context import bind_execution_ref, run_context
 from orchestrations.run_store import RunNotFoundError, RunStore
 
 logger = logging.getLogger(__name__)
@@ -31,31 +32,36 @@ async def handle_runner_message(body: str, client: Any, *, run_store: RunStore, 
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors())
         logger.warning("Rejected a runner message that is not a valid RunnerEvent: %s", problems[:1000])
         return False
-    extra = {"run_id": event.run_id}
+    with run_context(event.run_id):
+        return await _deliver(event, client, run_store=run_store, token_key=token_key)
+
+
+async def _deliver(event: RunnerEvent, client: Any, *, run_store: RunStore, token_key: SecretStr) -> bool:
     try:
         # Off the event loop: the worker runs a batch of messages at once, and a slow lookup must not hold the rest.
         record = await asyncio.to_thread(run_store.get_run, event.run_id)
     except RunNotFoundError:
-        logger.warning("Dropped a runner message for unknown run %s", event.run_id, extra=extra)
+        logger.warning("Dropped a runner message for unknown run %s", event.run_id)
         return False
+    if record.execution_ref:
+        bind_execution_ref(record.execution_ref)
     if not is_valid_token(token_key, event.run_id, event.attempt, event.token):
-        logger.warning("Dropped a runner message for run %s: its callback token does not match", event.run_id,
-                       extra=extra)
+        logger.warning("Dropped a runner message for run %s: its callback token does not match", event.run_id)
         return False
     if event.attempt != record.attempt:
         logger.warning("Dropped a runner message for run %s: it is from attempt %d, the run is at attempt %d",
-                       event.run_id, event.attempt, record.attempt, extra=extra)
+                       event.run_id, event.attempt, record.attempt)
         return False
     if record.status.is_terminal:
         logger.info("Dropped a runner message for run %s: it already ended %s", event.run_id,
-                    record.status.value, extra=extra)
+                    record.status.value)
         return False
     try:
         await client.raise_event(event.run_id, RUNNER_COMPLETED_EVENT, RunnerCompletion.from_event(event).to_payload())
     except Exception as exc:
         if any(marker in str(exc) for marker in _INSTANCE_GONE_MARKERS):
-            logger.info("Dropped a runner message for run %s: %s", event.run_id, exc, extra=extra)
+            logger.info("Dropped a runner message for run %s: %s", event.run_id, exc)
             return False
         raise
-    logger.info("Run %s reported %s", event.run_id, event.status.value, extra=extra)
+    logger.info("Run %s reported %s", event.run_id, event.status.value)
     return True

@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrations import runtime
 from orchestrations.contracts import SLOT_GRANTED_EVENT, ExecutionRef, RunStatus, SlotAnswer, SlotRequest
+from orchestrations.log_context import run_context
 from orchestrations.run_slots import Grant, RunSlots
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ async def acquire_slot(payload: dict, client: Any) -> dict:
     A run whose record carries a cancel request leaves the line instead (the request may have come while
     the orchestration continued as new, which drops the event)."""
     request = SlotRequest.from_payload(payload)
+    with run_context(request.run_id):
+        return await _acquire_slot(request, client)
+
+
+async def _acquire_slot(request: SlotRequest, client: Any) -> dict:
     slots = runtime.run_slots()
     record = await asyncio.to_thread(runtime.run_store().get_run, request.run_id)
     if record.status is RunStatus.QUEUED and record.cancellation is not None:
@@ -50,9 +56,10 @@ async def release_slot(payload: dict, client: Any) -> dict:
     """Activity: once the run's job is gone, give back its slot (or its place in line) and hand what is free
     to the next in line."""
     request = SlotRequest.from_payload(payload)
-    if request.execution_ref is not None:
-        await asyncio.to_thread(_wait_for_job_end, request.run_id, ExecutionRef.parse(request.execution_ref))
-    return {"released": await _release(runtime.run_slots(), request.run_id, client)}
+    with run_context(request.run_id, request.execution_ref):
+        if request.execution_ref is not None:
+            await asyncio.to_thread(_wait_for_job_end, request.run_id, ExecutionRef.parse(request.execution_ref))
+        return {"released": await _release(runtime.run_slots(), request.run_id, client)}
 
 
 def _wait_for_job_end(run_id: str, ref: ExecutionRef) -> None:
@@ -66,13 +73,12 @@ def _wait_for_job_end(run_id: str, ref: ExecutionRef) -> None:
             if backend.status(ref).has_ended:
                 return
         except Exception as exc:  # an unknown or vanished execution holds no resources
-            logger.warning("Run %s: its job's status is unknown (%s); its slot goes back", run_id, exc,
-                           extra={"run_id": run_id})
+            logger.warning("Run %s: its job's status is unknown (%s); its slot goes back", run_id, exc)
             return
         time.sleep(pause)
         pause = min(pause * 2, 2.0)
     logger.warning("Run %s: its job %s still runs after %s s; its slot goes back all the same", run_id, ref,
-                   JOB_END_WAIT_SECONDS, extra={"run_id": run_id})
+                   JOB_END_WAIT_SECONDS)
 
 
 async def _release(slots: RunSlots, run_id: str, client: Any) -> bool:

@@ -46,6 +46,7 @@ from orchestrations.contracts import (
 )
 from orchestrations.errors import RunnerOrchestratorError
 from orchestrations.job_spec import request_env_value
+from orchestrations.log_context import run_context
 from orchestrations.run_store import RunStore
 
 logger = logging.getLogger(__name__)
@@ -262,9 +263,10 @@ async def handle_upload(
         return None
     if isinstance(decision, Rejection):
         record = _rejected_record(upload, decision, now)
-        stored, created = run_store.create_if_absent(record)
-        if created:
-            logger.warning("Rejected upload %s: %s", uri, decision.error.message, extra={"run_id": record.run_id})
+        with run_context(record.run_id):
+            stored, created = run_store.create_if_absent(record)
+            if created:
+                logger.warning("Rejected upload %s: %s", uri, decision.error.message)
         return stored.run_id
 
     await start_run(decision, client, run_store=run_store)
@@ -277,14 +279,16 @@ async def start_run(request: RunRequest, client: Any, *, run_store: RunStore) ->
     Returns whether this call started it. Safe to call twice for the same request, also at once: the
     record is inserted only if absent, and a start that finds the instance created meanwhile starts nothing.
     """
+    with run_context(request.run_id):
+        return await _start_run(request, client, run_store=run_store)
+
+
+async def _start_run(request: RunRequest, client: Any, *, run_store: RunStore) -> bool:
     uri = _printable(request.source.uri)
     await asyncio.to_thread(run_store.create_if_absent, _queued_record(request))
     existing = await client.get_status(request.run_id)
     if existing:  # DurableOrchestrationStatus is falsy for an unknown instance
-        logger.info(
-            "Upload %s already has run %s; not starting it again", uri, request.run_id,
-            extra={"run_id": request.run_id},
-        )
+        logger.info("Upload %s already has run %s; not starting it again", uri, request.run_id)
         return False
     try:
         await client.start_new(ORCHESTRATOR_NAME, request.run_id, RunTaskInput(request=request).to_payload())
@@ -293,10 +297,7 @@ async def start_run(request: RunRequest, client: Any, *, run_store: RunStore) ->
             return False
         raise
     rerun = f" as a rerun of {request.rerun_of}" if request.rerun_of else ""
-    logger.info(
-        "Started run %s (%s) for %s%s", request.run_id, request.task_type.value, uri, rerun,
-        extra={"run_id": request.run_id},
-    )
+    logger.info("Started run %s (%s) for %s%s", request.run_id, request.task_type.value, uri, rerun)
     return True
 
 

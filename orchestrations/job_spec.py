@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from orchestrations.contracts import JobSpec, RunnerEnv, RunRequest, TaskType
+from orchestrations.log_context import RUNNER_LOG_FORMAT_VAR
 from orchestrations.settings import AppSettings
 
 
@@ -26,6 +27,8 @@ def build_job_spec(request: RunRequest, callback_token: str, settings: AppSettin
         RunnerEnv.OUTPUT_PREFIX.value: runs_prefix(settings, request.run_id),
         # The runner checks every input against these again before it downloads anything.
         RunnerEnv.INPUT_SCOPES.value: json.dumps(settings.input_scopes),
+        # The runner's console lines look like the app's (its runner.log stays text, for people).
+        RUNNER_LOG_FORMAT_VAR: settings.log_output.value,
         **storage_env(settings),
     }
     if request.task_type is not TaskType.PARSE_PORTFOLIO:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,7 @@ from orchestrations.contracts import (
     parse_blob_uri,
 )
 from orchestrations.errors import RunnerOrchestratorError
+from orchestrations.log_context import run_context
 from orchestrations.run_store import RunNotFoundError, RunStore
 
 logger = logging.getLogger(__name__)
@@ -124,6 +126,11 @@ async def cancel_run(run_id: str, client: Any, *, run_store: RunStore, cancellat
     that ended while this call ran. Asking again while the run is being cancelled is accepted again: the
     first request's who/when/why stays.
     """
+    with _log_context(run_id):
+        return await _cancel_run(run_id, client, run_store=run_store, cancellation=cancellation)
+
+
+async def _cancel_run(run_id: str, client: Any, *, run_store: RunStore, cancellation: Cancellation) -> dict[str, Any]:
     record = await _get_record(run_id, run_store)
     if record.status.is_terminal:
         raise RunAlreadyEndedError(run_id, record.status)
@@ -152,8 +159,7 @@ async def cancel_run(run_id: str, client: Any, *, run_store: RunStore, cancellat
             raise RunAlreadyEndedError(run_id, ended.status) from None
         else:
             raise
-    logger.warning("Run %s: cancel requested by %s", run_id, requested.requested_by or "an unnamed caller",
-                   extra={"run_id": run_id})
+    logger.warning("Run %s: cancel requested by %s", run_id, requested.requested_by or "an unnamed caller")
     view = await queries.describe_run(run_id, client, run_store=run_store)
     if view is None:  # it was there a moment ago; runs are never deleted
         raise RunNotFoundError(run_id)
@@ -170,6 +176,15 @@ async def rerun(
     `RunNotFoundError`, `RunNotEndedError`, `RunNotRerunnableError`, `SourceVersionGoneError`,
     `RerunRejectedError` or `TooManyRerunsError`.
     """
+    with _log_context(run_id):  # the new run's own lines (intake.start_run) carry the new run's id
+        return await _rerun(run_id, client, run_store=run_store, blobs=blobs, max_bytes=max_bytes,
+                            input_scopes=input_scopes, policy=policy, now=now)
+
+
+async def _rerun(
+    run_id: str, client: Any, *, run_store: RunStore, blobs: BlobServiceClient, max_bytes: int,
+    input_scopes: Sequence[str], policy: RunPolicy, now: datetime,
+) -> Rerun:
     original = await _get_record(run_id, run_store)
     if original.status is RunStatus.REJECTED:
         raise RunNotRerunnableError(run_id)
@@ -199,6 +214,11 @@ async def rerun(
     request = decision.model_copy(update={"run_id": intake.derive_rerun_id(run_id, number), "rerun_of": run_id})
     started = await intake.start_run(request, client, run_store=run_store)
     return Rerun(run_id=request.run_id, rerun_of=run_id, started=started)
+
+
+def _log_context(run_id: str) -> AbstractContextManager[None]:
+    """The run's log context, for an id that can name a run: a route parameter may be any text."""
+    return run_context(run_id) if queries.is_run_id(run_id) else nullcontext()
 
 
 async def _get_record(run_id: str, run_store: RunStore) -> RunRecord:

@@ -29,6 +29,7 @@ from orchestrations.contracts import (
     TaskType,
 )
 from orchestrations.errors import ConfigurationError
+from orchestrations.log_context import LogFormat
 from orchestrations.run_slots import MAX_CAP
 
 _CONTAINER_NAME = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
@@ -140,6 +141,13 @@ class AppSettings(BaseSettings):
         validation_alias="UPLOAD_TRIGGER_SOURCE",
         description="LogsAndContainerScan (polling) or EventGrid; unset: polling under the emulator, EventGrid "
         "outside it (Flex Consumption supports only the Event Grid source). Read through `upload_source`.",
+    )
+    log_format: LogFormat | None = Field(
+        default=None,
+        validation_alias="LOG_FORMAT",
+        description="json (one JSON object per line: ts, level, logger, msg, run_id, execution_ref) or text; "
+        "unset: text under the emulator, json outside it. The runner's console follows it (RUNNER_LOG_FORMAT); "
+        "its runner.log stays text. Read through `log_output`.",
     )
     upload_max_bytes: int = Field(
         default=50 * 1024 * 1024,
@@ -352,7 +360,7 @@ class AppSettings(BaseSettings):
 
     @field_validator(
         "runner_backend", "functions_environment", "docker_data_dir", "runner_storage_auth", "storage_connection",
-        "upload_trigger_source",
+        "upload_trigger_source", "log_format",
         "storage_account_name", "storage_blob_uri", "storage_queue_uri", "storage_table_uri", "storage_client_id",
         "runner_blob_account_url", "runner_queue_account_url", "runner_client_id", mode="before",
     )
@@ -378,6 +386,13 @@ class AppSettings(BaseSettings):
         if self.upload_trigger_source is not None:
             return self.upload_trigger_source
         return UploadTriggerSource.POLLING if self.is_emulator else UploadTriggerSource.EVENT_GRID
+
+    @property
+    def log_output(self) -> LogFormat:
+        """How log lines look: the setting, else text under the emulator and JSON lines outside it."""
+        if self.log_format is not None:
+            return self.log_format
+        return LogFormat.TEXT if self.is_emulator else LogFormat.JSON
 
     @property
     def runs_on_aca(self) -> bool:

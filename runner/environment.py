@@ -40,6 +40,9 @@ from runner.errors import InvalidEnvironmentError
 
 TASK_ID_VAR = "TASK_ID"
 TASK_TYPE_VAR = "TASK_TYPE"
+# How the runner's console lines look: `json` or `text` (the app's LOG_FORMAT; orchestrations/job_spec.py sets it).
+LOG_FORMAT_VAR = "RUNNER_LOG_FORMAT"
+LOG_FORMATS = ("json", "text")
 
 # Container and queue names share one rule; pydantic's own `pattern` has no look-ahead.
 _STORAGE_NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
@@ -310,6 +313,17 @@ class AnalysisSettings(BaseModel):
         }
         data = {name: environ.get(name) or default for name, default in defaults.items()}
         return _validate(cls, data)
+
+
+def log_format_from_environ(environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """`RUNNER_LOG_FORMAT` (`json` or `text`; unset: `text`, as a runner started by hand printed), and a
+    problem to log when the value is neither: the console's look is no reason to fail a run."""
+    value = environ.get(LOG_FORMAT_VAR, "").strip().lower()
+    if not value:
+        return "text", None
+    if value not in LOG_FORMATS:
+        return "text", f"{LOG_FORMAT_VAR} is not one of {', '.join(LOG_FORMATS)}; logging text"
+    return value, None
 
 
 def _from_json(value: Any) -> Any:

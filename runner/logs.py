@@ -1,11 +1,16 @@
 """The runner's logging: every record to stderr and to the log file uploaded as `runner.log`.
 
-Records carry the run id. A redacting formatter replaces the callback token and the storage
-credentials wherever they appear, a second line of defence behind never logging them at all.
+Records carry the run id. On stderr (the job's console, which Container Apps sends to Log Analytics)
+lines are JSON or text, as `RUNNER_LOG_FORMAT` says; the JSON has the app's fields (`ts`, `level`,
+`logger`, `msg`, `run_id`, `stacktrace`: orchestrations/log_context.py, not in this image). `runner.log`
+is always text: people read it, through the runs API, while the console's copy is the one queried.
+Both formatters replace the callback token and the storage credentials wherever they appear, a
+second line of defence behind never logging them at all.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -20,6 +25,10 @@ REDACTED = "***"
 AZURE_SDK_LOG_LEVEL = logging.WARNING
 
 
+# zap's level names, as PACTA's Go runner wrote them and the app writes them.
+_LEVELS = {"WARNING": "warn", "CRITICAL": "fatal"}
+
+
 class _RedactingFormatter(logging.Formatter):
     """Formats in UTC; replaces each secret with `***` in the finished line, tracebacks included."""
 
@@ -30,10 +39,28 @@ class _RedactingFormatter(logging.Formatter):
         self._secrets = sorted((secret for secret in secrets if secret), key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        return self.redact(super().format(record))
+
+    def redact(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text
+
+
+class _JsonFormatter(_RedactingFormatter):
+    """One JSON object per line: `ts`, `level`, `logger`, `msg`, `run_id` and `stacktrace` if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": _LEVELS.get(record.levelname, record.levelname.lower()),
+            "logger": record.name,
+            "msg": self.redact(record.getMessage()),
+            "run_id": getattr(record, "run_id", None),
+        }
+        if record.exc_info:
+            fields["stacktrace"] = self.redact(self.formatException(record.exc_info))
+        return json.dumps(fields, ensure_ascii=False, default=str)
 
 
 class _RunIdFilter(logging.Filter):
@@ -49,16 +76,21 @@ class _RunIdFilter(logging.Filter):
 
 
 @contextmanager
-def run_logging(log_path: Path | None, *, run_id: str, secrets: Sequence[str]) -> Iterator[None]:
-    """Send all logging to stderr and (when given) `log_path` while the block runs."""
-    formatter = _RedactingFormatter(secrets)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+def run_logging(
+    log_path: Path | None, *, run_id: str, secrets: Sequence[str], console_format: str = "text"
+) -> Iterator[None]:
+    """Send all logging to stderr (`console_format`: `json` or `text`) and, as text, to `log_path` (when
+    given) while the block runs."""
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(_JsonFormatter(secrets) if console_format == "json" else _RedactingFormatter(secrets))
+    handlers: list[logging.Handler] = [console]
     if log_path is not None:
-        handlers.append(logging.FileHandler(log_path, encoding="utf-8"))
+        log_file = logging.FileHandler(log_path, encoding="utf-8")
+        log_file.setFormatter(_RedactingFormatter(secrets))
+        handlers.append(log_file)
     root = logging.getLogger()
     previous_level = root.level
     for handler in handlers:
-        handler.setFormatter(formatter)
         handler.addFilter(_RunIdFilter(run_id))
         root.addHandler(handler)
     root.setLevel(logging.INFO)

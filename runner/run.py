@@ -30,7 +30,7 @@ from orchestrations.contracts import (
     result_proof,
 )
 from runner import __version__
-from runner.environment import RunnerSettings, TaskSettings
+from runner.environment import RunnerSettings, TaskSettings, log_format_from_environ
 from runner.errors import (
     EXIT_BAD_ENVIRONMENT,
     EXIT_FAILED,
@@ -75,7 +75,12 @@ def run(environ: Mapping[str, str]) -> int:
         )
         return error.exit_code
     try:
-        with run_logging(workspace.log_path, run_id=settings.run_id, secrets=settings.secrets()):
+        console_format, format_problem = log_format_from_environ(environ)
+        with run_logging(
+            workspace.log_path, run_id=settings.run_id, secrets=settings.secrets(), console_format=console_format
+        ):
+            if format_problem:
+                logger.warning("%s", format_problem)
             return _run_in_workspace(environ, settings, workspace, started_at)
     finally:
         workspace.remove_if_temporary()

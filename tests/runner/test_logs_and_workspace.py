@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import pytest
 
+from runner.environment import log_format_from_environ
 from runner.errors import InvalidEnvironmentError
 from runner.logs import run_logging
 from runner.workspace import MAX_LOCAL_NAME_CHARS, Workspace
@@ -18,6 +20,35 @@ def test_the_log_file_carries_the_run_id_and_never_a_secret(tmp_path: Path) -> N
         logging.getLogger("runner.test").warning("token is %s", "s3cr3t-token")
     text = log_path.read_text(encoding="utf-8")
     assert "[run run-42] token is ***" in text and "s3cr3t-token" not in text
+
+
+def test_json_console_lines_carry_the_run_id_and_the_log_file_stays_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log_path = tmp_path / "runner.log"
+    with run_logging(log_path, run_id="run-42", secrets=["s3cr3t-token"], console_format="json"):
+        logging.getLogger("runner.test").warning("token is %s", "s3cr3t-token")
+    line = json.loads(capsys.readouterr().err.strip())
+    assert line.pop("ts").endswith("Z")
+    assert line == {"level": "warn", "logger": "runner.test", "msg": "token is ***", "run_id": "run-42"}
+    assert "[run run-42] token is ***" in log_path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, ("text", None)),
+        ({"RUNNER_LOG_FORMAT": "JSON"}, ("json", None)),
+        ({"RUNNER_LOG_FORMAT": "text"}, ("text", None)),
+    ],
+)
+def test_the_console_format_comes_from_runner_log_format(environ: dict[str, str], expected: tuple[str, None]) -> None:
+    assert log_format_from_environ(environ) == expected
+
+
+def test_an_unknown_console_format_falls_back_to_text_and_says_so() -> None:
+    log_format, problem = log_format_from_environ({"RUNNER_LOG_FORMAT": "xml"})
+    assert log_format == "text" and problem is not None and "RUNNER_LOG_FORMAT" in problem and "xml" not in problem
 
 
 def test_logging_is_restored_after_the_run(tmp_path: Path) -> None:
