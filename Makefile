@@ -52,6 +52,7 @@ down:
 # pytest exits 5 when it collected no tests: say so, rather than leave a bare make error.
 test: setup
 	$(call docker_images,$(if $(filter true,$(CI)),required,optional),the Docker tests fail under REQUIRE_SERVICES=1)
+	@bash scripts/browser.sh || { [ "$(CI)" != true ] && echo "make: no Chromium (see above): the runs pages' browser tests fail under REQUIRE_SERVICES=1" >&2; }
 	@REQUIRE_SERVICES=1 $(PYTHON) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit $$status

@@ -10,13 +10,14 @@ from __future__ import annotations
 import azure.durable_functions as df
 import azure.functions as func
 
-from function_app import api, completions, durable, operations, uploads
-from orchestrations import runtime
+from function_app import api, completions, durable, operations, ui, uploads
+from orchestrations import log_context, runtime
 
-runtime.settings()
+# Lines as LOG_FORMAT says (JSON lines in Azure), each carrying the run it is about.
+log_context.install(runtime.settings().log_output, secrets=log_context.secrets_of(runtime.settings()))
 # Build the job backend now: RUNNER_BACKEND=docker without an engine must fail the start-up.
 runtime.backend()
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-for blueprint in (uploads.bp, completions.bp, api.bp, operations.bp, durable.bp):
+for blueprint in (uploads.bp, completions.bp, api.bp, operations.bp, ui.bp, durable.bp):
     app.register_functions(blueprint)

@@ -57,20 +57,34 @@ def _operation(operation_id: str, summary: str, responses: dict[str, Any], **ext
     return {"operationId": operation_id, "summary": summary, **extra, "responses": responses | _COMMON_RESPONSES}
 
 
+_LIST_PARAMETERS = [
+    {"name": "status", "in": "query", "required": False, "description": "Only runs with this status.",
+     "schema": {"type": "string", "enum": [status.value for status in RunStatus]}},
+    {"name": "limit", "in": "query", "required": False, "description": "At most this many runs.",
+     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": DEFAULT_LIST_LIMIT}},
+]
+
+
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _page(operation_id: str, summary: str, bad: str, *, parameters: list[dict[str, Any]],
+          not_found: bool = False) -> dict[str, Any]:
+    """A page for people (function_app/ui.py): HTML, its errors too (but the host's 401)."""
+    responses = {"200": _html("The page."), "400" if not not_found else "404": _html(bad)}
+    return {"operationId": operation_id, "summary": summary, "tags": ["pages"], "parameters": parameters,
+            "responses": responses | {"401": _COMMON_RESPONSES["401"],
+                                      "500": _html("The app failed to show the page; its log has the details.")}}
+
+
 def _paths() -> dict[str, Any]:
-    statuses = [status.value for status in RunStatus]
     return {
         "/runs": {"get": _operation(
             "list_runs", "Recent runs, newest first",
             {"200": _json(_ref("RunList"), "The runs."),
              "400": _error("`invalid_query`: `limit` or `status` is not valid; the message names it.")},
-            parameters=[
-                {"name": "status", "in": "query", "required": False, "description": "Only runs with this status.",
-                 "schema": {"type": "string", "enum": statuses}},
-                {"name": "limit", "in": "query", "required": False, "description": "At most this many runs.",
-                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT,
-                            "default": DEFAULT_LIST_LIMIT}},
-            ],
+            parameters=_LIST_PARAMETERS,
         )},
         "/runs/{run_id}": {"get": _operation(
             "get_run", "One run, with its orchestration's runtime status",
@@ -100,6 +114,17 @@ def _paths() -> dict[str, Any]:
              "409": _error("`source_version_gone` (the uploaded blob changed or was deleted since), or another "
                            "refusal the message explains.")},
             parameters=[_RUN_ID],
+        )},
+        "/ui/runs": {"get": _page(
+            "runs_page", "The runs page: recent runs with their status, task type, times and place in line",
+            "`limit` or `status` is not valid; the page says which.",
+            parameters=[{**parameter, "description": f"{parameter['description']} (the page's filter form)"}
+                        for parameter in _LIST_PARAMETERS],
+        )},
+        "/ui/runs/{run_id}": {"get": _page(
+            "run_page", "A run's page: its phases, error, outputs, result document, log, and the cancel and rerun "
+            "actions (forms that post to this API)",
+            "There is no such run.", parameters=[_RUN_ID], not_found=True,
         )},
         "/openapi.json": {"get": _operation(
             "get_openapi", "This document", {"200": _json({"type": "object"}, "The OpenAPI document.")},

@@ -147,6 +147,43 @@ def get_run_log(run_id: str, *, run_store: RunStore) -> bytes:
     return bytes(body)
 
 
+class ResultNotFoundError(RunnerOrchestratorError):
+    """The run exists but has no result document to show (yet, any more, or too large to show); the message
+    says which."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("result_not_found", message)
+
+
+def get_run_result(run_id: str, *, run_store: RunStore, max_bytes: int) -> bytes:
+    """The run's result document (the runner's JSON), read from the run's own folder only (blocking).
+
+    Raises RunNotFoundError for no such run, ResultNotFoundError when its record names none, one outside the
+    run's folder (never read, as for the log), a deleted one, or one longer than `max_bytes` (not cut: a part
+    of a JSON document is not one).
+    """
+    if not is_run_id(run_id):
+        raise RunNotFoundError(run_id)
+    record = run_store.get_run(run_id)
+    if not record.result_uri:
+        raise ResultNotFoundError(f"Run {run_id} has no result document (status {record.status.value}).")
+    own_folder = runs_prefix(runtime.settings(), run_id)
+    if input_scope_violation(record.result_uri, [own_folder]) is not None:
+        raise ResultNotFoundError(f"Run {run_id}'s record names a result document outside the run's own folder "
+                                  f"{own_folder}; it is not served.")
+    blob = runtime.blob_service().get_blob_client(*parse_blob_uri(record.result_uri))
+    try:
+        size = blob.get_blob_properties().size
+        if size > max_bytes:
+            raise ResultNotFoundError(f"Run {run_id}'s result document is {size} bytes, more than the {max_bytes} "
+                                      f"shown; it is {record.result_uri}.")
+        return bytes(blob.download_blob().readall())
+    except ResourceNotFoundError:
+        raise ResultNotFoundError(
+            f"Run {run_id}'s result document {record.result_uri} is no longer in storage."
+        ) from None
+
+
 async def settle_dead_run(record: RunRecord, status: Any, run_store: RunStore) -> RunRecord:
     """The record, recorded `failed` first if its orchestration (`status`, the client's) died before it could."""
     return await _settle_dead_run(record, status, run_store)

@@ -53,6 +53,7 @@ def test_worker_finds_every_function_through_the_entry_module(index: Any) -> Non
 
     assert sorted(functions) == sorted([
         "on_upload", "on_runner_event", "get_run", "list_runs", "get_run_log", "get_openapi", "cancel_run", "rerun_run",
+        "runs_page", "run_page",
         "run_task", "start_job", "check_job", "stop_job", "read_result", "record_outcome",
         "acquire_slot", "release_slot",
     ])

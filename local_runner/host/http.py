@@ -5,6 +5,14 @@
 mounts the caller's durable HTTP API application at `/runtime/webhooks/durabletask/`. Like
 `func start`, it accepts any key for function- and admin-level functions.
 
+Two functions whose routes can match the same request (same method) are refused at start-up. The
+Functions host does not rank routes (a literal segment does not beat a parameter, as it would in ASP.NET
+Core's attribute routing): WebScriptHostHttpRoutesManager maps them in the order it lists the functions, into
+a RouteCollection (Azure/azure-webjobs-sdk-extensions, src/WebJobs.Extensions.Http/Routing/
+WebJobsRouteBuilder.cs, `Build`) that answers with the first route that matches. Which function gets such a
+request in Azure is therefore up to an order the app does not control, whereas aiohttp here would pick the
+literal one; serving it would make this host more forgiving than Azure.
+
 Threads: the server runs its own asyncio loop in its own thread and hands each invocation to the
 `Invoker`'s loop (`asyncio.wrap_future(invoker.submit(...))`). Keeping the loops apart means a
 durable-client function, running on the invoker's loop, can call the durable API served here
@@ -58,6 +66,63 @@ def route_paths(route: str, prefix: str = "api") -> list[str]:
     return [path]
 
 
+def routes_overlap(first: str, second: str) -> bool:
+    """Whether some request path matches both Functions route templates (methods aside).
+
+    Conservative, as a guard must be: a parameter, constrained or not, or a segment mixing text and
+    parameters, is taken to match any one segment; a catch-all, any number of them, none included.
+    """
+    return any(
+        _segments_overlap(a, b)
+        for a in _template_variants(first) for b in _template_variants(second)
+    )
+
+
+def check_routes_distinct(functions: Iterable[IndexedFunction], route_prefix: str = "api") -> None:
+    """Raise ValueError naming two functions whose routes can take the same request with a common method."""
+    seen: list[tuple[IndexedFunction, str, set[str]]] = []
+    for function in functions:
+        raw = function.trigger.raw
+        route = str(raw.get("route") or function.name)
+        methods = {str(m).upper() for m in raw.get("methods") or []} or {hdrs.METH_ANY}
+        for other, other_route, other_methods in seen:
+            shared = methods & other_methods or (methods | other_methods) & {hdrs.METH_ANY}
+            if shared and routes_overlap(route, other_route):
+                raise ValueError(
+                    f"HTTP functions {other.name} ({other_route!r}) and {function.name} ({route!r}) can both "
+                    f"match one {'/'.join(sorted(shared))} request under "
+                    f"/{route_prefix}/: the Functions host tries routes in the order it lists the functions, "
+                    "not the most specific first, so change one route so that no path matches both."
+                )
+        seen.append((function, route, methods))
+
+
+def _template_variants(route: str) -> list[list[str]]:
+    """The route's segments; a route ending in an optional parameter also without it."""
+    segments = [part for part in route.strip("/").split("/") if part]
+    if segments and (last := _ROUTE_PARAMETER.fullmatch(segments[-1])) and last.group(3):
+        return [segments, segments[:-1]]
+    return [segments]
+
+
+def _segments_overlap(first: list[str], second: list[str]) -> bool:
+    for index in range(max(len(first), len(second))):
+        a = first[index] if index < len(first) else None
+        b = second[index] if index < len(second) else None
+        if _is_catch_all(a) or _is_catch_all(b):
+            return True
+        if a is None or b is None:
+            return False
+        both_literal = not _ROUTE_PARAMETER.search(a) and not _ROUTE_PARAMETER.search(b)
+        if both_literal and a.lower() != b.lower():  # ASP.NET matches literals case-insensitively
+            return False
+    return True
+
+
+def _is_catch_all(segment: str | None) -> bool:
+    return segment is not None and bool((match := _ROUTE_PARAMETER.fullmatch(segment)) and match.group(1))
+
+
 class HttpServer:
     """An aiohttp server on 127.0.0.1 for the app's HTTP functions and the durable HTTP API."""
 
@@ -73,6 +138,7 @@ class HttpServer:
     ) -> None:
         """`port` 0 picks a free port (read `port` after `start`); `durable_api` must be fresh."""
         self._functions = [f for f in functions if f.trigger.type == HTTP_TRIGGER]
+        check_routes_distinct(self._functions, route_prefix)
         self._invoker = invoker
         self._host = host
         self._requested_port = port

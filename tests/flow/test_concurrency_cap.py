@@ -182,6 +182,7 @@ def test_a_forged_slot_notice_starts_no_job_without_a_slot(
     assert wait_for_end(flow_env, queued, timeout=60).execution_ref is not None  # its turn came, then it ran
 
 
+@pytest.mark.timeout(900)  # 200 whole runs: about 3 minutes on 2 idle cores
 def test_two_hundred_uploads_at_a_cap_of_five_with_the_host_killed_midway_lose_no_slot(
     flow_env: FlowEnv, hosts: list[HostProcess], tmp_path: Path, fixtures_dir: Path
 ) -> None:

@@ -42,6 +42,8 @@ def test_run_survives_a_host_killed_mid_run_and_completes_once(
     assert [md5(flow_env.read_blob(uri)) for uri in record.outputs] == ["0f51946d64ef6ee4daca1a6969317cba"]
     assert flow_env.executions() == [run_id]
     assert record.attempts == 1
-    history = hosts[1].history(run_id)
+    # The record is written by the orchestration's last activity; its end comes just after.
+    history = wait_for(lambda: (events := hosts[1].history(run_id))
+                       and events[-1]["EventType"] == "ExecutionCompleted" and events)
     assert [event["EventType"] for event in history].count("ExecutionCompleted") == 1
     assert [event.get("Name") for event in history].count("start_job") == 1
