@@ -1,22 +1,31 @@
-"""Speed and memory of the portfolio parser (`runner.tasks.parse_portfolio.process_directory`).
+"""Speed and memory of the portfolio parser, as whole processes, against pandas.read_csv.
 
-    .venv/bin/python bench/parser.py [--runs 5] [--rows 200000] [--memory-rows 250000,500000,1000000]
+    .venv/bin/python bench/parser.py [--runs 5] [--rows 1000000] [--more]
 
 (`make bench` runs it.) Inputs are generated here with a fixed seed: five columns (investor_name,
 portfolio_name, isin, market_value, currency), 12 sub-portfolios, ISINs drawn from a universe of
 20,000 valid ones, market values with two decimals, four currencies.
 
-Speed: the median of `--runs` parses (after one warm-up) of a `--rows` file, against the 9.1 s
-PACTA's R parser took for such a file on these machines; also the same rows shuffled (sub-portfolios
-interleaved) and fully quoted (as R's write.csv quotes), which take the slower paths.
-Memory: each `--memory-rows` file is parsed in a fresh process, which reports its peak RSS
-(VmHWM); printed beside the largest output CSV, with the growth over an empty run.
+By default it prints issue 14's comparison: `python -m runner parse-portfolio IN OUT` (the whole
+process: start-up, imports, the parse, the outputs and manifest) against a bare
+`python -c "import pandas; pandas.read_csv(FILE)"` of the same `--rows` file, each pair run side by
+side (one after the other, order alternating) `--runs` times after a warm-up of each: min / median /
+max wall seconds, the ratio of the medians (and of the minimums), and the peak RSS of each
+(ru_maxrss from wait4: the largest of the process and the workers it forks; this bench process is
+far smaller, so it does not raise the figure). pandas comes with requirements-dev.txt (benches only, never
+in the runner image); without it only the parser's figures are printed.
+
+`--more` adds the older figures: in-process parse times of 200,000-row files (sorted, interleaved,
+quoted) against PACTA's R parser, and peak RSS (VmHWM) by file size.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -27,8 +36,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-from runner.tasks.parse_portfolio import process_directory  # noqa: E402
 
 R_SECONDS_200K = 9.1  # PACTA's R parser on a 200,000-row, 12-portfolio file, measured on these machines
 SEED = 20240131
@@ -75,6 +82,8 @@ def write_portfolio(path: Path, rows: int, *, shuffled: bool = False, quoted: bo
 
 
 def parse_seconds(input_dir: Path, work: Path) -> float:
+    from runner.tasks.parse_portfolio import process_directory
+
     output = work / "out"
     shutil.rmtree(output, ignore_errors=True)
     started = time.perf_counter()
@@ -130,16 +139,82 @@ def memory(work: Path, sizes: list[int]) -> None:
         shutil.rmtree(input_dir)
 
 
+PANDAS_READ = "import sys, pandas; pandas.read_csv(sys.argv[1])"
+
+
+def timed_process(command: list[str]) -> tuple[float, int]:
+    """(wall seconds, peak RSS in KiB) of one process, run to its end; its output is discarded."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.stderr is not None
+    errors = process.stderr.read().decode(errors="replace")
+    process.stderr.close()
+    if process.returncode != 0:
+        raise SystemExit(f"{command[:4]} exited {process.returncode}: {errors[-2000:]}")
+    return seconds, usage.ru_maxrss
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):6.3f} / {statistics.median(values):6.3f} / {max(values):6.3f}"
+
+
+def against_pandas(work: Path, rows: int, runs: int) -> None:
+    input_dir = work / "whole"
+    input_dir.mkdir()
+    path = input_dir / "portfolio.csv"
+    write_portfolio(path, rows)
+    output = work / "whole-out"
+    commands = {
+        "parser": [sys.executable, "-m", "runner", "parse-portfolio", str(input_dir), str(output)],
+        "pandas": [sys.executable, "-c", PANDAS_READ, str(path)],
+    }
+    if importlib.util.find_spec("pandas") is None:
+        print("pandas is not installed here (.venv/bin/pip install pandas): the parser alone")
+        del commands["pandas"]
+    print(
+        f"whole process: {rows:,} rows ({path.stat().st_size / 2**20:.1f} MiB), {GROUPS} sub-portfolios, "
+        f"{runs} runs of each side by side after a warm-up; {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.2f} at the start"
+    )
+    seconds: dict[str, list[float]] = {name: [] for name in commands}
+    peaks: dict[str, list[int]] = {name: [] for name in commands}
+    names = list(commands)
+    for run in range(runs + 1):
+        for name in names if run % 2 else reversed(names):
+            shutil.rmtree(output, ignore_errors=True)
+            wall, peak = timed_process(commands[name])
+            if run:  # run 0 is the warm-up
+                seconds[name].append(wall)
+                peaks[name].append(peak)
+    labels = {"parser": "python -m runner parse-portfolio", "pandas": "pandas.read_csv (import included)"}
+    print(f"  {'':34} {'min / median / max s':>26}   peak RSS (max of runs)")
+    for name in commands:
+        print(f"  {labels[name]:34} {spread(seconds[name]):>26}   {max(peaks[name]) / 1024:6.1f} MiB")
+    if "pandas" in commands:
+        ratio = statistics.median(seconds["parser"]) / statistics.median(seconds["pandas"])
+        fastest = min(seconds["parser"]) / min(seconds["pandas"])
+        print(f"  parser / pandas: {ratio:.2f}x (medians), {fastest:.2f}x (minimums)")
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"  (this bench process peaked at {own / 1024:.1f} MiB, below both: the RSS figures are the children's)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--memory-rows", default="250000,500000,1000000")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--more", action="store_true", help="also the in-process and memory-by-size figures")
+    parser.add_argument("--speed-rows", type=int, default=200_000, help="rows of the --more speed files")
+    parser.add_argument("--memory-rows", default="250000,500000,1000000", help="sizes of the --more memory files")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-parser-") as tmp:
         work = Path(tmp)
-        speed(work, args.rows, args.runs)
-        memory(work, [int(rows) for rows in args.memory_rows.split(",") if rows])
+        against_pandas(work, args.rows, args.runs)
+        if args.more:
+            speed(work, args.speed_rows, args.runs)
+            memory(work, [int(rows) for rows in args.memory_rows.split(",") if rows])
 
 
 if __name__ == "__main__":

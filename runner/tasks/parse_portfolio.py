@@ -25,7 +25,7 @@ from runner import __version__
 from runner.tasks.portfolio_parser.errors import PortfolioFileError, Rule
 from runner.tasks.portfolio_parser.export import export_groups
 from runner.tasks.portfolio_parser.reader import read_portfolio
-from runner.tasks.portfolio_parser.sniff import scan_file
+from runner.tasks.portfolio_parser.sniff import FileFacts, scan_file
 
 logger = logging.getLogger(__name__)
 
@@ -54,26 +54,28 @@ def reexport_portfolio(path: Path, output_dir: Path) -> dict[str, Any]:
     """The manifest entry of one input file, after writing its portfolios to `output_dir`."""
     entry: dict[str, Any] = {"input_filename": path.name, "input_md5": None, "system_info": system_info()}
     try:
-        facts = scan_file(path)
+        facts = scan_file(path)  # its MD5 is still being computed, in a thread: `_input_md5`
     except OSError as error:
-        return _refused(entry, PortfolioFileError(Rule.UNREADABLE, f"the file cannot be read ({error.strerror})"))
-    entry["input_md5"] = facts.md5
+        return _refused(entry, _unreadable(error))
     try:
         with tempfile.TemporaryDirectory(prefix="parse-", dir=output_dir) as work_dir:
             parsed = read_portfolio(path, facts, Path(work_dir))
             try:
+                entry["input_md5"] = _input_md5(facts)  # before any output is written
                 portfolios = export_groups(
                     parsed.groups, parsed.marks, parsed.group_cols, output_dir, parsed.warnings, Path(work_dir)
                 )
             finally:
                 parsed.groups.close()
     except PortfolioFileError as error:
-        return _refused(entry, error)
+        return _refused(entry, error, facts)
     except OSError:
         raise  # the output directory, not this file (a full disk): the task fails, as it should
     except Exception as error:  # never let one file stop the others, or the manifest
         logger.exception("the parser failed on %s", path.name)
-        return _refused(entry, PortfolioFileError(Rule.INTERNAL, f"the parser failed on this file ({error!r})"))
+        return _refused(
+            entry, PortfolioFileError(Rule.INTERNAL, f"the parser failed on this file ({error!r})"), facts
+        )
     logger.info(
         "imported %s: %d holdings in %d portfolio(s), decimal mark %r, grouping mark %r",
         path.name,
@@ -105,6 +107,25 @@ def system_info() -> dict[str, Any]:
     }
 
 
-def _refused(entry: dict[str, Any], error: PortfolioFileError) -> dict[str, Any]:
+def _input_md5(facts: FileFacts) -> str:
+    """The input's MD5, waiting for its thread; PortfolioFileError `unreadable` if it failed."""
+    try:
+        return facts.md5
+    except OSError as error:
+        raise _unreadable(error) from None
+
+
+def _unreadable(error: OSError) -> PortfolioFileError:
+    return PortfolioFileError(Rule.UNREADABLE, f"the file cannot be read ({error.strerror})")
+
+
+def _refused(entry: dict[str, Any], error: PortfolioFileError, facts: FileFacts | None = None) -> dict[str, Any]:
+    """The entry of a file refused for `error`; with its MD5 when `facts` has it (an unreadable
+    file has none, and a file whose MD5 cannot be taken is refused as unreadable)."""
+    if facts is not None and entry["input_md5"] is None:
+        try:
+            entry["input_md5"] = _input_md5(facts)
+        except PortfolioFileError as unreadable:
+            error = unreadable
     logger.warning("cannot import %s: %s", entry["input_filename"], error.detail)
     return entry | {"errors": [[IMPORT_ERROR_MESSAGE]], "error_rule": error.rule.value, "error_detail": error.detail}

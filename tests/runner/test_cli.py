@@ -84,3 +84,28 @@ def test_a_sigterm_arriving_while_the_parser_forks_is_raised_not_lost(runner_ima
 
     assert process.stdout == "terminated\n", process.stderr
     assert "Exception ignored" not in process.stderr
+
+
+def test_the_parse_command_exit_codes_are_runner_errors_values() -> None:
+    # runner.cli keeps its own copies so that parse-portfolio need not import runner.errors (pydantic).
+    from runner import cli, errors
+
+    assert (cli.EXIT_SUCCEEDED, cli.EXIT_BAD_ENVIRONMENT) == (errors.EXIT_SUCCEEDED, errors.EXIT_BAD_ENVIRONMENT)
+
+
+LOADED_BY_THE_PARSE_COMMAND = """
+import sys
+from runner.cli import main
+main(["parse-portfolio", sys.argv[1], sys.argv[2]])
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("pydantic", "azure", "orchestrations")))
+"""
+
+
+def test_the_parse_command_loads_neither_pydantic_nor_the_contracts(tmp_path: Path) -> None:
+    # Whole-process start-up counts in the parse bench (issue 14): these took about 0.12 s.
+    (tmp_path / "in").mkdir()
+    process = subprocess.run(
+        [sys.executable, "-c", LOADED_BY_THE_PARSE_COMMAND, str(tmp_path / "in"), str(tmp_path / "out")],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert process.stdout.splitlines()[-1] == "[]"

@@ -155,6 +155,8 @@ class RowChecks:
                     self._log.add(line, "currency", UNKNOWN_CURRENCY, message)
 
     def _check_isins(self, lines: Sequence[int], isins: Sequence[str]) -> None:
+        if self._valid_isins.issuperset(isins):  # the usual case once a file's ISINs have been seen
+            return
         unchecked = set(isins) - self._valid_isins
         unchecked.discard("")
         if not unchecked:

@@ -8,10 +8,22 @@ joined (a few bytes a row, cheap to spill). A missing value is the empty string:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 
 SEPARATOR = "\x00"  # between values; a file with a NUL byte is refused before it is read
 NA_STRINGS = ("", "NA")  # readr's default `na`
+# The ASCII characters `str.strip()` removes.
+_ASCII_SPACE = "".join(char for char in map(chr, range(128)) if char.isspace())
+
+
+@dataclass(frozen=True)
+class Repeated:
+    """One raw value standing for every row of a block: a leading column all of whose lines agree
+    (the names, in a file sorted by portfolio), read once rather than per row."""
+
+    value: str
+    count: int
 
 
 class Column:
@@ -29,8 +41,21 @@ class Column:
         return "" in self.values
 
 
-def clean_column(raw: Sequence[str]) -> Column:
-    """Values trimmed of surrounding whitespace (unlike R, which keeps it); `NA` becomes ""."""
+def clean_column(raw: Sequence[str] | Repeated, *, join: bool = False) -> Column:
+    """Values trimmed of surrounding whitespace (unlike R, which keeps it); `NA` becomes "".
+    `join`: the column will be joined anyway; join it first, and when the joined text holds no
+    whitespace at all (most blocks of ISINs, values, currencies) no value needs trimming."""
+    if isinstance(raw, Repeated):
+        value = raw.value.strip()
+        return Column(["" if value == "NA" else value] * raw.count)
+    if join and isinstance(raw, list):
+        joined = SEPARATOR.join(raw)
+        if joined.isascii() and not any(char in joined for char in _ASCII_SPACE):
+            if "NA" in joined and "NA" in raw:
+                return Column(["" if value == "NA" else value for value in raw])
+            column = Column(raw)
+            column.__dict__["joined"] = joined  # the cached_property's value
+            return column
     values = list(map(str.strip, raw))
     if "NA" in values:
         values = ["" if value == "NA" else value for value in values]

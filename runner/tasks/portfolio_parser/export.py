@@ -2,9 +2,11 @@
 market_value, currency as `write.csv(row.names=FALSE, na="", fileEncoding="UTF-8")` writes them,
 and returns its manifest entry (`output_md5`, `output_filename`, `output_rows`, the group's names).
 
-Files are written piece by piece, so a group never has to fit in memory. With many rows, a forked
-process renders the second half of the pieces (in group order) into a scratch file while this one
-renders the first half into the outputs; its bytes are then copied after them.
+Files are written piece by piece, so a group never has to fit in memory. With many rows (and a core
+to spare), a forked process renders the second half of the pieces (in group order) while this one
+renders the first half into the outputs: when a group ends near the middle, it writes the later
+groups' output files whole, which this one renames into place; else it renders its pieces into a
+scratch file, whose bytes are then copied after this one's.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ import hashlib
 import os
 import tempfile
 import uuid
-from dataclasses import dataclass
-from itertools import groupby
+from dataclasses import dataclass, field
+from itertools import chain, groupby
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -29,23 +31,29 @@ from runner.tasks.portfolio_parser.column import SEPARATOR
 from runner.tasks.portfolio_parser.groups import GroupKey, GroupPiece, GroupStore
 from runner.tasks.portfolio_parser.market_values import RenderedValues, decimal_conflicts, render_values
 from runner.tasks.portfolio_parser.marks import Marks
-from runner.tasks.portfolio_parser.parallel import fork_call
+from runner.tasks.portfolio_parser.parallel import fork_call, spare_core
 from runner.text import quoted
 
 HEADER = b'"isin","market_value","currency"\n'
 # Below this many rows a second process costs about what it saves.
 SPLIT_MIN_ROWS = 50_000
+# A group boundary this close to the middle (a share of all rows) is where the work is split: the
+# second process then writes whole output files, which this one only renames, rather than bytes it
+# copies (and hashes) after its own. Further off, the uneven halves would cost more than the copy.
+GROUP_SPLIT_SLACK = 0.05
 
 Unit = tuple[GroupKey, int, int]  # a piece: its group, its index in the group, its rows
 
 
 @dataclass
 class _Rendered:
-    """Pieces rendered by the forked process: where each one's bytes are in `path`."""
+    """What the forked process rendered: pieces, each one's bytes at a place in `path`; or whole
+    groups, each an output file of its own in the work directory (`files`)."""
 
     path: str
     places: list[tuple[GroupKey, int, int]]  # group, offset, length
     log: WarningLog
+    files: list[tuple[GroupKey, str, str]] = field(default_factory=list)  # group, path, MD5
 
 
 @dataclass
@@ -69,8 +77,10 @@ def export_groups(
     this file is left behind: the manifest will not list them. At most two files are open at once."""
     plan = store.plan()
     split = _split_index(plan)
-    later = fork_call(_render_units, store, marks, plan[split:], work_dir) if split < len(plan) else None
-    continued = plan[split][0] if later is not None else None  # the group both processes render
+    whole_groups = 0 < split < len(plan) and plan[split][0] != plan[split - 1][0]
+    render = _render_groups if whole_groups else _render_units
+    later = fork_call(render, store, marks, plan[split:], work_dir) if split < len(plan) else None
+    continued = plan[split][0] if later is not None and not whole_groups else None  # rendered by both
     written: dict[GroupKey, dict[str, Any]] = {}
     open_outputs: list[_Output] = []
     try:
@@ -83,14 +93,19 @@ def export_groups(
         if later is not None:
             rendered = later.result()
             log.merge(rendered.log)
-            with open(rendered.path, "rb") as scratch:
-                for key, places in groupby(rendered.places, key=itemgetter(0)):
-                    output = next((output for output in open_outputs if output.key == key), None) or _open_output(
-                        key, store.count(key), group_cols, output_dir, written, open_outputs
-                    )
-                    for _, offset, length in places:
-                        output.write(os.pread(scratch.fileno(), length, offset))
-                    _close(output, open_outputs)
+            for key, path, md5 in rendered.files:
+                entry = _new_entry(key, store.count(key), group_cols, written)
+                entry["output_md5"] = md5
+                os.replace(path, output_dir / entry["output_filename"])
+            if rendered.path:
+                with open(rendered.path, "rb") as scratch:
+                    for key, places in groupby(rendered.places, key=itemgetter(0)):
+                        output = next((output for output in open_outputs if output.key == key), None) or _open_output(
+                            key, store.count(key), group_cols, output_dir, written, open_outputs
+                        )
+                        for _, offset, length in places:
+                            output.write(os.pread(scratch.fileno(), length, offset))
+                        _close(output, open_outputs)
         return [written[key] for key in store.ordered_keys()]
     except BaseException:
         for output in open_outputs:
@@ -104,16 +119,36 @@ def export_groups(
 
 
 def _split_index(plan: list[Unit]) -> int:
-    """Where the second process's share of the pieces begins: about half the rows."""
+    """Where the second process's share of the pieces begins: about half the rows, at the group
+    boundary nearest the middle if one is within GROUP_SPLIT_SLACK (none of them when no core is
+    spare: parallel.spare_core)."""
     total = sum(rows for _, _, rows in plan)
-    if total < SPLIT_MIN_ROWS or len(plan) < 2:
+    if total < SPLIT_MIN_ROWS or len(plan) < 2 or not spare_core():
         return len(plan)
-    done = 0
-    for position, (_, _, rows) in enumerate(plan):
-        if done >= total / 2:
-            return position
+    done, middle, boundary, off = 0, len(plan), 0, float(total)
+    for position, (key, _, rows) in enumerate(plan):
+        if position and key != plan[position - 1][0] and abs(done - total / 2) < off:
+            boundary, off = position, abs(done - total / 2)
+        if done >= total / 2 and middle == len(plan):
+            middle = position
         done += rows
-    return len(plan)
+    return boundary if boundary and off <= GROUP_SPLIT_SLACK * total else middle
+
+
+def _render_groups(store: GroupStore, marks: Marks, units: list[Unit], work_dir: Path) -> _Rendered:
+    """In the forked process: write each group of `units` (whole groups) as the output file it
+    will be, in `work_dir`, with its MD5."""
+    log = WarningLog()
+    files: list[tuple[GroupKey, str, str]] = []
+    for key, group_units in groupby(units, key=itemgetter(0)):
+        digest = hashlib.md5(usedforsecurity=False)
+        with tempfile.NamedTemporaryFile(dir=work_dir, prefix="group-", suffix=".csv", delete=False) as output:
+            rendered = (_render_piece(store.piece(key, index), marks, log) for _, index, _ in group_units)
+            for data in chain([HEADER], rendered):
+                output.write(data)
+                digest.update(data)
+        files.append((key, output.name, digest.hexdigest()))
+    return _Rendered("", [], log, files)
 
 
 def _render_units(store: GroupStore, marks: Marks, units: list[Unit], work_dir: Path) -> _Rendered:
@@ -137,16 +172,24 @@ def _open_output(
     open_outputs: list[_Output],
 ) -> _Output:
     """Start `<uuid4>.csv` for a group; its entry goes into `written` at once (for clean-up)."""
-    filename = f"{uuid.uuid4()}.csv"
-    # export_portfolio's key order: output_md5 (set when closed), output_filename, output_rows, the
-    # names. R writes a missing name as [null], which PACTA's Go decoder rejects; null reads as "".
-    entry = {"output_md5": "", "output_filename": filename, "output_rows": rows}
-    entry.update(zip(group_cols, key, strict=True))
-    written[key] = entry
-    output = _Output(key, (output_dir / filename).open("wb"), hashlib.md5(usedforsecurity=False), entry)
+    entry = _new_entry(key, rows, group_cols, written)
+    file = (output_dir / entry["output_filename"]).open("wb")
+    output = _Output(key, file, hashlib.md5(usedforsecurity=False), entry)
     open_outputs.append(output)
     output.write(HEADER)
     return output
+
+
+def _new_entry(
+    key: GroupKey, rows: int, group_cols: list[str], written: dict[GroupKey, dict[str, Any]]
+) -> dict[str, Any]:
+    """A group's manifest entry, named `<uuid4>.csv`, put into `written` at once (for clean-up)."""
+    # export_portfolio's key order: output_md5 (set when written), output_filename, output_rows, the
+    # names. R writes a missing name as [null], which PACTA's Go decoder rejects; null reads as "".
+    entry: dict[str, Any] = {"output_md5": "", "output_filename": f"{uuid.uuid4()}.csv", "output_rows": rows}
+    entry.update(zip(group_cols, key, strict=True))
+    written[key] = entry
+    return entry
 
 
 def _close(output: _Output, open_outputs: list[_Output]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from itertools import compress, count, repeat
 
 from runner.tasks.portfolio_parser.column import SEPARATOR
 from runner.tasks.portfolio_parser.marks import Marks
@@ -22,8 +23,7 @@ from runner.tasks.portfolio_parser.number_parsing import parse_market_value
 from runner.tasks.portfolio_parser.r_format import format_r_double
 
 _PLAIN_BYTES = b"0123456789.-\x00"
-_TWO_POINTS = re.compile(r"\.[0-9]*\.")
-_THREE_DECIMALS = re.compile(r"\.[0-9]{3}")
+_DIGITS = b"0123456789"
 _LEADING_ZERO = re.compile("\x00-?0[0-9]")
 # At most 13 integer digits (and 2 decimals): at most 15 significant digits.
 _DIGITS_AS_NINES = bytes.maketrans(b"0123456789", b"9999999999")
@@ -79,14 +79,19 @@ def _render_plain(joined: str, marks: Marks) -> RenderedValues | None:
         joined = joined.replace(",", ".")
     padded = SEPARATOR + joined + SEPARATOR
     encoded = joined.encode()
+    if encoded.translate(None, delete=_PLAIN_BYTES):
+        return None
+    # Each test is a pass over the bytes or a substring search, not a regex run at every value:
+    # the digits as nines (14 in a row: too many; a point and three: three decimals), the digits
+    # removed (two points with only digits between them: `\.[0-9]*\.`).
+    nines = encoded.translate(_DIGITS_AS_NINES)
     if (
-        encoded.translate(None, delete=_PLAIN_BYTES)
-        or _TOO_MANY_DIGITS in encoded.translate(_DIGITS_AS_NINES)
+        _TOO_MANY_DIGITS in nines
+        or b".999" in nines
+        or b".." in encoded.translate(None, delete=_DIGITS)
         or padded.count("-") != padded.count("\x00-")
-        or _TWO_POINTS.search(joined)
-        or _THREE_DECIMALS.search(joined)
         or any(empty in padded for empty in ("\x00-\x00", "\x00.\x00", "\x00-.\x00"))
-        or _LEADING_ZERO.search(padded)
+        or (("\x000" in padded or "\x00-0" in padded) and _LEADING_ZERO.search(padded))
     ):
         return None
     if "\x00." in padded or "\x00-." in padded:  # readr reads .5 as 0.5
@@ -94,11 +99,11 @@ def _render_plain(joined: str, marks: Marks) -> RenderedValues | None:
     fields = padded[1:-1].split(SEPARATOR)
     stripped: list[int] = []
     if "." in padded:  # a fraction ending in zeros loses them, and then a bare point
-        for row in rows_ending(padded, "0\x00") + rows_ending(padded, ".\x00"):
+        for row in compress(count(), map(str.endswith, fields, repeat(("0", ".")))):
             if "." in fields[row]:
                 fields[row] = fields[row].rstrip("0").rstrip(".")
                 stripped.append(row)
-    if "-0" in fields:  # R prints minus zero as 0
+    if "-" in padded and "-0" in fields:  # R prints minus zero as 0
         fields = ["0" if text == "-0" else text for text in fields]
     if "00000" in padded:  # an integer ending in five or more zeros may be narrower in scientific notation
         for row in rows_ending(padded, "00000\x00") + stripped:

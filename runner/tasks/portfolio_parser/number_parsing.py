@@ -18,12 +18,24 @@ for _ in range(400):
     _POWERS_OF_TEN.append(_POWERS_OF_TEN[-1] * 10.0)
 
 
+def accounting_amount(text: str) -> str | None:
+    """The amount inside accounting parentheses, `x` for `(x)` (trimmed), or None when `text`
+    (trimmed) is not so written. The one place the parser's policy is decided: wherever it asks
+    whether a market value is a number (reading it: parse_market_value; guessing whether line 1
+    is a header: readr_types.guess_type), `(x)` is the number x is, negated."""
+    if len(text) > 2 and text[0] == "(" and text[-1] == ")":
+        return text[1:-1].strip()
+    return None
+
+
 def parse_market_value(text: str, decimal_mark: str, grouping_mark: str) -> float | None:
     """The number readr reads from `text` (already trimmed, not NA), or None where it reads NA.
 
-    Unlike readr, `(1,000)` is read as -1000: the accounting notation for a negative amount."""
-    if len(text) > 2 and text[0] == "(" and text[-1] == ")":
-        inner = parse_number(text[1:-1], decimal_mark, grouping_mark)
+    Unlike readr, `(1,000)` is read as -1000: the accounting notation for a negative amount
+    (accounting_amount)."""
+    amount = accounting_amount(text)
+    if amount is not None:
+        inner = parse_number(amount, decimal_mark, grouping_mark)
         return -inner if inner is not None and inner > 0 else inner
     return parse_number(text, decimal_mark, grouping_mark)
 

@@ -25,7 +25,7 @@ from runner.tasks.portfolio_parser.errors import PortfolioFileError, Rule
 from runner.tasks.portfolio_parser.groups import GroupStore, SpilledStore
 from runner.tasks.portfolio_parser.header import CURRENCY, ISIN, MARKET_VALUE, ColumnMap, map_columns
 from runner.tasks.portfolio_parser.marks import Marks, MarkTally
-from runner.tasks.portfolio_parser.parallel import fork_call
+from runner.tasks.portfolio_parser.parallel import fork_call, spare_core
 from runner.tasks.portfolio_parser.records import RecordReader, RowBlock
 from runner.tasks.portfolio_parser.sniff import MAX_LINE_BYTES, FileFacts
 from runner.tasks.portfolio_parser.transcode import as_utf8
@@ -82,9 +82,11 @@ def read_portfolio(path: Path, facts: FileFacts, work_dir: Path) -> ParsedPortfo
             columns = map_columns([cell.strip() for cell in cells])
             wanted = [columns.index[name] for name in (ISIN, MARKET_VALUE, CURRENCY, *columns.group_cols)]
             split = _split_point(facts, records)
+            if split:
+                facts.digest.wait()  # fork no process while the MD5 thread runs (only the caller is copied)
             later = fork_call(_read_rest, path, encoding, facts, columns, wanted, split, work_dir) if split else None
             try:
-                blocks: Iterator[RowBlock] = records.blocks(columns.width, wanted)
+                blocks: Iterator[RowBlock] = records.blocks(columns.width, wanted, leading=_leading(wanted))
                 if not columns.has_header:
                     blocks = chain([RowBlock([line], [[cells[index]] for index in wanted])], blocks)
                 part = _read_blocks(blocks, store)
@@ -148,8 +150,9 @@ def _delimiter_detail(width: int, broken: DelimiterBreak) -> str:
 
 def _split_point(facts: FileFacts, records: RecordReader) -> tuple[int, int] | None:
     """A line start near the middle, past what `records` has read, where the file can be cut into
-    two parts; `records` then stops there. None for small files and ones with quoted line breaks."""
-    if facts.size < SPLIT_MIN_BYTES or (facts.has_quotes and not facts.quotes_within_lines):
+    two parts; `records` then stops there. None for small files, ones with quoted line breaks, and
+    when no core is spare (parallel.spare_core)."""
+    if facts.size < SPLIT_MIN_BYTES or (facts.has_quotes and not facts.quotes_within_lines) or not spare_core():
         return None
     candidates = [point for point in facts.checkpoints if point[0] < facts.size]
     if not candidates:
@@ -170,8 +173,16 @@ def _read_rest(
     """In the forked process: read from `start` to the end; leave the rows in a spill file."""
     store = GroupStore(work_dir, named=True)
     with RecordReader(path, encoding, facts, start=start) as records:
-        part = _read_blocks(records.blocks(columns.width, wanted), store)
+        part = _read_blocks(records.blocks(columns.width, wanted, leading=_leading(wanted)), store)
     return _SpilledPart(part.entries, part.tally, part.log, store.spill_all())
+
+
+def _leading(wanted: list[int]) -> int:
+    """How many group columns lead each line, when they are the first ones (as in PACTA's 5-column
+    layout: investor, portfolio, isin, market value, currency); else 0. `wanted` is isin, market
+    value, currency, then the group columns."""
+    groups = sorted(wanted[3:])
+    return len(groups) if groups == list(range(len(groups))) else 0
 
 
 def _read_blocks(blocks: Iterator[RowBlock], store: GroupStore) -> _Part:
@@ -179,7 +190,8 @@ def _read_blocks(blocks: Iterator[RowBlock], store: GroupStore) -> _Part:
     part = _Part(0, MarkTally(), WarningLog())
     checks = RowChecks(part.log)
     for block in blocks:
-        isins, values, currencies, *names = (clean_column(column) for column in block.columns)
+        isins, values, currencies = (clean_column(column, join=True) for column in block.columns[:3])
+        names = [clean_column(column) for column in block.columns[3:]]
         part.tally.feed(values)
         checks.check(block.lines, isins.values, currencies.values)
         store.add(block.lines, names, isins, values, currencies)

@@ -4,6 +4,10 @@ PACTA's `has_header` takes line 1 as a header when every cell of it guesses as c
 logical: a number (`10000`, `1,000`, `1e5`), a time (`10:30`), a date (`2024-01-31`) or a date-time
 in any cell means line 1 is data. vroom tries, in order: logical, double, number, time, date,
 date-time, else character, with the default locale (`.` decimal, `,` grouping, English am/pm).
+
+Unlike readr, a number in accounting parentheses (`(33.77)`, `(1,000)`) guesses as a number, as the
+parser reads such a market value (number_parsing.accounting_amount): a headerless file whose first
+market value is negative so written is data, not a header.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 
-from runner.tasks.portfolio_parser.number_parsing import scan_number
+from runner.tasks.portfolio_parser.number_parsing import accounting_amount, scan_number
 
 LOGICALS = frozenset({"T", "t", "True", "TRUE", "true", "F", "f", "False", "FALSE", "false"})
 NA_STRINGS = frozenset({"", "NA"})
@@ -32,9 +36,12 @@ _C_STRTOL = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+")
 
 
 def guess_type(cell: str) -> str:
-    """readr's guess for a column whose only value is `cell`."""
+    """readr's guess for a column whose only value is `cell`; `(x)` is "number" when x is one."""
     if cell in NA_STRINGS or cell in LOGICALS:
         return "logical"
+    amount = accounting_amount(cell)
+    if amount is not None:
+        return "number" if _is_double(amount) or _is_number(amount) else "character"
     for name, test in (
         ("double", _is_double),
         ("number", _is_number),

@@ -29,7 +29,7 @@ _NOT_SPECIAL = bytes(byte for byte in range(256) if byte not in _SPECIAL)
 class FileFacts:
     """What one pass over the bytes found."""
 
-    md5: str
+    digest: Md5Thread  # the file's MD5, computed in a thread of its own: `md5` waits for it
     size: int
     nul_offset: int | None  # the first NUL byte, if any
     bytes: ByteFacts
@@ -46,6 +46,11 @@ class FileFacts:
     unicode_codec: str | None = None  # UTF-16 or UTF-32 (read through a UTF-8 copy: transcode.py)
     # (byte offset, lines before it) of line starts about a megabyte apart: where a file may be split
     checkpoints: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def md5(self) -> str:
+        """The file's MD5 (hex); OSError if the thread could not read the file."""
+        return self.digest.hexdigest()
 
 
 class _Scan:
@@ -118,11 +123,11 @@ class _Scan:
         if self.nul_offset is None and b"\x00" in data:
             self.nul_offset = offset + data.index(b"\x00")
 
-    def finish(self, md5: str) -> FileFacts:
+    def finish(self, digest: Md5Thread) -> FileFacts:
         self._check_utf8(b"", final=True)
         delimiter, consistent = self.delimiters.best()
         return FileFacts(
-            md5=md5,
+            digest=digest,
             size=self.size,
             nul_offset=self.nul_offset,
             bytes=ByteFacts(self.is_ascii, self.is_utf8, self.cp850, self.a_umlaut, self.o_slash),
@@ -151,8 +156,9 @@ class _Scan:
 
 def scan_file(path: Path) -> FileFacts:
     """Read `path` once, in chunks; lines are cut at the last line end of what has been read.
-    The MD5 is taken meanwhile in a thread (hashlib lets go of the GIL while hashing)."""
-    md5 = _Md5Thread(path)
+    The MD5 is taken meanwhile in a thread (hashlib lets go of the GIL while hashing), which goes
+    on while the records are read: `FileFacts.md5` waits for it."""
+    digest = Md5Thread(path)
     scan = _Scan()
     carry = b""
     with path.open("rb") as stream:
@@ -177,7 +183,7 @@ def scan_file(path: Path) -> FileFacts:
             carry = data[cut:]
     if carry:
         scan.feed_lines(carry + b"\n")
-    return scan.finish(md5.hexdigest())
+    return scan.finish(digest)
 
 
 def _starts_with_long_line(data: bytes) -> bool:
@@ -189,7 +195,7 @@ def _starts_with_long_line(data: bytes) -> bool:
     )
 
 
-class _Md5Thread:
+class Md5Thread:
     """The MD5 of a file, computed in a thread of its own."""
 
     def __init__(self, path: Path) -> None:
@@ -198,6 +204,10 @@ class _Md5Thread:
         self._error: OSError | None = None
         self._thread = threading.Thread(target=self._run, name="input-md5", daemon=True)
         self._thread.start()
+
+    def wait(self) -> None:
+        """Until the digest is taken (or failed: `hexdigest` raises its error)."""
+        self._thread.join()
 
     def hexdigest(self) -> str:
         self._thread.join()

@@ -42,4 +42,4 @@ def as_utf8(path: Path, facts: FileFacts, work_dir: Path) -> tuple[Path, FileFac
             f"the file is written in {written}, but the bytes near byte {read + error.start + 1:,} are not "
             f"{name} ({error.reason}); save it again as CSV UTF-8 (in Excel: Save As, CSV UTF-8)",
         ) from None
-    return copy, replace(scan_file(copy), md5=facts.md5)
+    return copy, replace(scan_file(copy), digest=facts.digest)

@@ -33,10 +33,40 @@ from tests.runner.portfolio_parser.conftest import ParseText
         ("2024-01-31T10:00:00Z", "datetime"),
         ("2024-13-01 10:00", "character"),  # no month 13
         ("GB0007980591", "character"),
+        # Accounting parentheses: a number inside makes a number (docs/portfolio-parser.md), unlike readr.
+        ("(33.77)", "number"),
+        ("(1,000)", "number"),
+        ("( 2.5 )", "number"),
+        ("(-5)", "number"),
+        ("(abc)", "character"),
+        ("(NA)", "character"),
+        ("()", "character"),
+        ("(2024-01-31)", "character"),
     ],
 )
 def test_a_cell_is_guessed_as_readr_guesses_it(cell: str, guess: str) -> None:
     assert guess_type(cell) == guess
+
+
+def test_a_headerless_file_whose_first_market_value_is_in_accounting_parentheses_is_data(
+    parse_text: ParseText,
+) -> None:
+    parsed = parse_text("GB0007980591,(33.77),USD\nUS0378331005,5,USD\n")
+    assert parsed.entry["input_entries"] == 2
+    assert parsed.rows() == ['"GB0007980591",-33.77,"USD"', '"US0378331005",5,"USD"']
+
+
+def test_five_headerless_columns_with_a_first_market_value_in_parentheses_are_data(parse_text: ParseText) -> None:
+    parsed = parse_text('Inv,Fund A,GB0007980591,"(1,000.5)",USD\n')
+    assert (parsed.entry["group_cols"], parsed.rows()) == (
+        ["portfolio_name", "investor_name"],
+        ['"GB0007980591",-1000.5,"USD"'],
+    )
+
+
+def test_a_header_cell_in_parentheses_without_a_number_leaves_line_one_a_header(parse_text: ParseText) -> None:
+    parsed = parse_text("isin,(market_value),currency\nGB0007980591,(2),USD\n")
+    assert parsed.entry["error_rule"] == "missing_columns"  # a header, whose market value column is misnamed
 
 
 def test_line_one_is_data_when_a_cell_reads_as_a_number(parse_text: ParseText) -> None:

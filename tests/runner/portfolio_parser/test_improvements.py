@@ -87,6 +87,24 @@ def test_accounting_parentheses_are_a_negative_amount(parse_text: ParseText) -> 
     assert parse_text(content).rows() == ['"GB0007980591",-1000,"USD"', '"GB0002634946",-2.5,"USD"']
 
 
+def test_an_amount_in_accounting_parentheses_is_warned_about_as_negative(parse_text: ParseText) -> None:
+    entry = parse_text("isin,market_value,currency\nGB0007980591,(2.5),USD\nGB0002634946,3,USD\n").entry
+    assert [(w["line"], w["rule"], w["message"]) for w in entry["warnings"]] == [
+        (2, "negative_market_value", "market value '(2.5)' is negative")
+    ]
+
+
+def test_accounting_parentheses_are_read_with_the_marks_the_column_gives(parse_text: ParseText) -> None:
+    content = "isin;market_value;currency\nGB0007980591;(1.234,5);EUR\nGB0002634946;2,5;EUR\n"
+    assert parse_text(content).rows() == ['"GB0007980591",-1234.5,"EUR"', '"GB0002634946",2.5,"EUR"']
+
+
+def test_parentheses_around_no_number_are_a_missing_value_as_text_is(parse_text: ParseText) -> None:
+    parsed = parse_text("isin,market_value,currency\nGB0007980591,(n/a),USD\n")
+    assert parsed.rows() == ['"GB0007980591",,"USD"']
+    assert parsed.entry["warning_counts"] == {"unparseable_market_value": 1}
+
+
 def test_a_header_naming_the_portfolio_exactly_wins_over_one_containing_the_word(parse_text: ParseText) -> None:
     content = "Portfolio Manager,Portfolio Name,isin,market_value,currency\nJane,Fund A,GB0007980591,1,USD\n"
     entry = parse_text(content).entry

@@ -12,6 +12,7 @@ from runner.tasks.portfolio_parser.market_values import _render_exact, _render_p
 from runner.tasks.portfolio_parser.marks import Marks
 from runner.tasks.portfolio_parser.number_parsing import parse_market_value, parse_number
 from runner.tasks.portfolio_parser.r_format import _layout, _scientific_long_double, format_r_double
+from runner.tasks.portfolio_parser.readr_types import guess_type
 
 POINT = Marks(".", ",")
 COMMA = Marks(",", ".")
@@ -64,6 +65,17 @@ def test_accounting_parentheses_read_as_a_negative_amount() -> None:
     assert parse_market_value("(0)", ".", ",") == 0.0
 
 
+@pytest.mark.parametrize("amount", ["33.77", "1,000", "1e5", "-5", "abc", "NA", "2024-01-31", "007", "$5", ""])
+def test_parentheses_make_a_number_in_the_header_guess_exactly_where_reading_negates_one(amount: str) -> None:
+    # The one policy (accounting_amount), asked in both places: the header guess and the reading.
+    cell = f"({amount})"
+    number = parse_market_value(amount, ".", ",")
+    numeric_guess = guess_type(amount) in ("double", "number")
+    assert (guess_type(cell) == "number") == numeric_guess
+    if numeric_guess:
+        assert number is not None and parse_market_value(cell, ".", ",") == (-number if number > 0 else number)
+
+
 @pytest.mark.parametrize(
     ("values", "fields"),
     [
@@ -106,6 +118,42 @@ def test_the_string_route_for_plain_decimals_matches_parsing_and_formatting_each
     fast = _render_plain(joined, POINT)
     assert fast is not None
     assert fast.fields == _render_exact(values, POINT).fields
+
+
+def assert_the_string_route_agrees_or_steps_aside(values: list[str], marks: Marks) -> None:
+    """Where the fast route answers (it declines what is not a plain decimal), its fields and
+    negative rows are those of the reference route, parsing and formatting value by value."""
+    fast = _render_plain(SEPARATOR.join(values), marks)
+    if fast is not None:
+        exact = _render_exact(values, marks)
+        assert (fast.fields, fast.negative) == (exact.fields, exact.negative)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(PLAIN, max_size=8),
+    st.text("0123456789.,-eE (0$", max_size=8),
+    st.integers(min_value=0, max_value=8),
+    st.sampled_from([POINT, COMMA]),
+)
+def test_the_string_route_gives_what_parsing_and_formatting_each_gives_or_steps_aside(
+    plain: list[str], odd: str, at: int, marks: Marks
+) -> None:
+    # Plain values with one of any text among them, read with either convention.
+    assert_the_string_route_agrees_or_steps_aside([*plain[:at], odd.strip(), *plain[at:]], marks)
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        *("1.2.3", "1..2", "1.234", "12.3456", "1234567890123.456", "00.5", "-00.5", "0012", "5-3", "--5"),
+        *("12345678901234", "1234567890123.5", ".", "-", "-.", ".5", "-.5", "-0", "-0.00", "100000"),
+        *("100000.00", "5.", "1e5", "1,5", "1,000.50"),
+    ],
+)
+def test_the_string_route_agrees_on_the_values_it_must_decline_or_get_right(odd: str) -> None:
+    for marks in (POINT, COMMA):
+        assert_the_string_route_agrees_or_steps_aside(["1.5", odd, "20"], marks)
 
 
 @settings(max_examples=300, deadline=None)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from runner.tasks import parse_portfolio
-from runner.tasks.portfolio_parser import export, groups, reader, records, sniff
+from runner.tasks.portfolio_parser import export, groups, parallel, reader, records, sniff
 from runner.tasks.portfolio_parser.errors import PortfolioFileError, Rule
 
 Run = Callable[[str | bytes], list[Any]]
@@ -65,6 +65,8 @@ def shrink_every_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reader, "SPLIT_MIN_BYTES", 0)
     monkeypatch.setattr(export, "SPLIT_MIN_ROWS", 0)
     monkeypatch.setattr(groups, "BUFFERED_ROWS", 50)
+    monkeypatch.setattr(reader, "spare_core", lambda: True)  # however busy the machine running the tests
+    monkeypatch.setattr(export, "spare_core", lambda: True)
 
 
 @pytest.mark.parametrize(
@@ -114,3 +116,72 @@ def test_with_the_limits_shrunk_the_work_is_shared_and_spilled(run: Run, monkeyp
     shrink_every_limit(monkeypatch)
     run(GROUPED)
     assert calls.count("fork_call") == 2 and "_spill" in calls
+
+
+def test_with_no_spare_core_the_work_stays_in_one_process(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = run(GROUPED)
+    shrink_every_limit(monkeypatch)
+    monkeypatch.setattr(reader, "spare_core", lambda: False)
+    monkeypatch.setattr(export, "spare_core", lambda: False)
+    monkeypatch.setattr(reader, "fork_call", None)  # would raise if called
+    monkeypatch.setattr(export, "fork_call", None)
+    assert run(GROUPED) == whole
+
+
+@pytest.mark.parametrize(
+    ("text", "cores"),
+    [
+        ("max 100000", None),
+        ("150000 100000", 1.5),
+        ("200000 100000\n", 2.0),
+        ("-1 100000", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_a_cgroup_cpu_quota_reads_as_cores(text: str | None, cores: float | None) -> None:
+    assert parallel.cpu_quota(text) == cores
+
+
+def test_cpu_pressure_is_the_some_avg10_share() -> None:
+    text = "some avg10=12.50 avg60=3.00 avg300=1.00 total=5\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+    assert parallel.cpu_pressure(text) == 12.5
+    assert parallel.cpu_pressure(None) is None and parallel.cpu_pressure("full avg10=1.0") is None
+
+
+@pytest.mark.parametrize(
+    ("cores", "pressure", "spare"), [(2.0, "1.00", True), (2.0, "75.52", False), (1.5, "0.00", False)]
+)
+def test_a_core_is_spare_with_two_usable_cores_and_little_cpu_pressure(
+    monkeypatch: pytest.MonkeyPatch, cores: float, pressure: str, spare: bool
+) -> None:
+    monkeypatch.setattr(parallel, "usable_cores", lambda: cores)
+    monkeypatch.setattr(parallel, "_read", lambda path: f"some avg10={pressure} avg60=0 avg300=0 total=0\n")
+    assert parallel.spare_core() is spare
+
+
+def test_without_pressure_figures_the_load_average_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2.0)
+    monkeypatch.setattr(parallel, "_read", lambda path: None)
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    assert parallel.spare_core()
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (1.6, 1.0, 1.0))
+    assert not parallel.spare_core()
+
+
+def test_the_second_writer_writes_whole_groups_when_a_group_ends_near_the_middle(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renders: list[str] = []
+    fork_call = export.fork_call
+
+    def counted(function: Callable[..., Any], *args: Any) -> Any:
+        renders.append(function.__name__)
+        return fork_call(function, *args)
+
+    whole = [run(GROUPED), run(HEADERLESS)]
+    shrink_every_limit(monkeypatch)
+    monkeypatch.setattr(export, "fork_call", counted)
+    # GROUPED: ten groups of 40 rows, one ends at the middle; HEADERLESS: three, none within 5% of it.
+    assert [run(GROUPED), run(HEADERLESS)] == whole
+    assert renders == ["_render_groups", "_render_units"]
