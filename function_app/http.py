@@ -44,22 +44,28 @@ def error_response(status: int, code: str, message: str) -> func.HttpResponse:
     return json_response(ErrorAnswer(error=ErrorDetail(code=code, message=message)).model_dump(), status=status)
 
 
-def errors_as_json(
-    handler: Callable[P, Awaitable[func.HttpResponse]],
-) -> Callable[P, Awaitable[func.HttpResponse]]:
-    """Answer an unexpected exception of `handler` with a 500 in the error shape, not the host's bare 500.
+def failures_answered_by(
+    fallback: Callable[[], func.HttpResponse],
+) -> Callable[[Callable[P, Awaitable[func.HttpResponse]]], Callable[P, Awaitable[func.HttpResponse]]]:
+    """A decorator: an unexpected exception of the handler is logged and answered with `fallback()`, not the
+    host's bare 500. Apply it innermost (just above `async def`): `functools.wraps` keeps the signature the
+    worker binds by."""
 
-    Apply it innermost (just above `async def`): `functools.wraps` keeps the signature the worker binds by.
-    """
+    def decorate(handler: Callable[P, Awaitable[func.HttpResponse]]) -> Callable[P, Awaitable[func.HttpResponse]]:
+        @functools.wraps(handler)
+        async def answer(*args: P.args, **kwargs: P.kwargs) -> func.HttpResponse:
+            try:
+                return await handler(*args, **kwargs)
+            except Exception:
+                logger.exception("HTTP function %s failed", handler.__name__)
+                return fallback()
 
-    @functools.wraps(handler)
-    async def answer(*args: P.args, **kwargs: P.kwargs) -> func.HttpResponse:
-        try:
-            return await handler(*args, **kwargs)
-        except Exception:
-            logger.exception("HTTP function %s failed", handler.__name__)
-            return error_response(
-                500, "internal_error", "The API could not answer this request; the app's log has the details."
-            )
+        return answer
 
-    return answer
+    return decorate
+
+
+# A 500 in the error shape.
+errors_as_json = failures_answered_by(lambda: error_response(
+    500, "internal_error", "The API could not answer this request; the app's log has the details."
+))

@@ -14,20 +14,19 @@ Run with the rest of the app: `make up`, then open http://localhost:7071/api/ui/
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import azure.durable_functions as df
 import azure.functions as func
 import jinja2
 
+from function_app.http import failures_answered_by
 from function_app.openapi import ROUTE_PREFIX
 from orchestrations import queries, runtime
 from orchestrations.contracts import MAX_CANCEL_REASON_CHARS, RunStatus
@@ -37,7 +36,6 @@ from orchestrations.run_store import RunNotFoundError
 logger = logging.getLogger(__name__)
 
 bp = df.Blueprint()
-P = ParamSpec("P")
 
 # A page shows the log's last lines only; the whole log is one link away.
 LOG_TAIL_LINES = 200
@@ -92,21 +90,11 @@ _TEMPLATES.filters["display_time"] = _display_time
 _TEMPLATES.globals |= {"status_symbols": _STATUS_SYMBOLS, "phase_symbols": _PHASE_SYMBOLS}
 
 
-def errors_as_page(
-    handler: Callable[P, Awaitable[func.HttpResponse]],
-) -> Callable[P, Awaitable[func.HttpResponse]]:
-    """Answer an unexpected exception of `handler` with a 500 page, not the host's bare 500 (apply innermost)."""
-
-    @functools.wraps(handler)
-    async def answer(*args: P.args, **kwargs: P.kwargs) -> func.HttpResponse:
-        try:
-            return await handler(*args, **kwargs)
-        except Exception:
-            logger.exception("HTTP function %s failed", handler.__name__)
-            return _page("error.html", Links(None), status=500, heading="Something went wrong",
-                         message="The app could not show this page; its log has the details.")
-
-    return answer
+# A 500 page.
+errors_as_page = failures_answered_by(
+    lambda: _page("error.html", Links(None), status=500, heading="Something went wrong",
+                  message="The app could not show this page; its log has the details.")
+)
 
 
 @bp.route(route="ui/runs", methods=["GET"])
