@@ -45,6 +45,13 @@ MAX_CANCEL_REASON_CHARS = 500
 MAX_CANCELLED_BY_CHARS = 200
 # Every run id has this form (intake.derive_run_id); anything else names no run.
 RUN_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9-]{7,63}$"
+# A W3C traceparent (version 00): the run's trace, carried by every payload of the run (orchestrations/telemetry.py).
+TRACEPARENT_PATTERN: Final = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+
+
+def traceparent_field() -> Any:
+    """The run's trace context; None in the histories of runs started before tracing (they replay unchanged)."""
+    return Field(default=None, pattern=TRACEPARENT_PATTERN, description="The run's trace (W3C traceparent).")
 
 
 class TaskType(StrEnum):
@@ -225,6 +232,7 @@ class RunRequest(Contract):
     rerun_of: str | None = Field(
         default=None, pattern=RUN_ID_PATTERN, description="The run this one reruns (same source blob version)."
     )
+    traceparent: str | None = traceparent_field()
 
     def pacta_request(self) -> dict[str, Any]:
         """The `<TYPE>_REQUEST` document in PACTA's shape (Go field names, pacta-contract.md 1.3)."""
@@ -400,6 +408,7 @@ class RunRecord(Contract):
         "took effect; with another terminal status the run had ended its own way first.",
     )
     rerun_of: str | None = Field(default=None, description="The run this one reruns (same source blob version).")
+    traceparent: str | None = traceparent_field()
 
     @property
     def duration(self) -> timedelta | None:
@@ -435,6 +444,7 @@ class SlotRequest(Contract):
         default=None, description="On release: the run's job, whose end the release waits for (the cap counts "
         "live jobs, and a runner may still be exiting when its completion message arrives).",
     )
+    traceparent: str | None = traceparent_field()
 
 
 class SlotAnswer(Contract):
@@ -471,6 +481,7 @@ class JobRefInput(Contract):
 
     run_id: str
     execution_ref: str
+    traceparent: str | None = traceparent_field()
 
 
 class ResultQuery(Contract):
@@ -479,6 +490,7 @@ class ResultQuery(Contract):
     run_id: str
     attempt: int = Field(ge=1)
     exit_code: int | None = Field(default=None, description="The job's exit code, from the backend.")
+    traceparent: str | None = traceparent_field()
 
 
 class ResultLookup(Contract):
@@ -505,6 +517,7 @@ class RunOutcome(Contract):
     exit_code: int | None = None
     completion: RunnerCompletion | None = None
     cancellation: Cancellation | None = Field(default=None, description="The request a `cancelled` run ended by.")
+    traceparent: str | None = traceparent_field()
 
     @model_validator(mode="after")
     def _terminal(self) -> RunOutcome:

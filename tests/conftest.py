@@ -110,3 +110,29 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         missing_service(f"the shared portfolio fixtures are not at {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def _span_exporter() -> Any:
+    """The pytest process's one SDK tracer provider, recording in memory (OpenTelemetry lets a process set
+    its global provider once, so every test that records spans shares it)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        pytest.fail("another tracer provider was installed first in this pytest process")
+    return exporter
+
+
+@pytest.fixture
+def recorded_spans(_span_exporter: Any) -> Iterator[Any]:
+    """The finished spans of this test (an InMemorySpanExporter: `.get_finished_spans()`)."""
+    _span_exporter.clear()
+    yield _span_exporter
+    _span_exporter.clear()
