@@ -11,10 +11,16 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from function_app import api, completions, durable, operations, ui, uploads
-from orchestrations import log_context, runtime
+from orchestrations import log_context, runtime, telemetry
+from orchestrations.errors import ConfigurationError
 
 # Lines as LOG_FORMAT says (JSON lines in Azure), each carrying the run it is about.
 log_context.install(runtime.settings().log_output, secrets=log_context.secrets_of(runtime.settings()))
+# Spans and run metrics where APPLICATIONINSIGHTS_CONNECTION_STRING or the OTEL_* settings say; none otherwise.
+try:
+    telemetry.configure("pacta-functions")
+except telemetry.TelemetryConfigError as exc:
+    raise ConfigurationError("invalid_settings", f"The app settings are invalid: {exc}.") from None
 # Build the job backend now: RUNNER_BACKEND=docker without an engine must fail the start-up.
 runtime.backend()
 

@@ -136,6 +136,8 @@ module job 'app/job.bicep' = {
     jobName: jobName
     logAnalyticsName: monitoring.outputs.logAnalyticsName
     runnerIdentityId: identities.outputs.runnerIdentityId
+    runnerClientId: identities.outputs.runnerClientId
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
     registryServer: registry.outputs.loginServer
     image: runnerImage
     cpu: runnerCpu

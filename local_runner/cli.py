@@ -33,11 +33,13 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.tree import Tree
 
 from local_runner import services
 from local_runner.host.settings import apply_local_settings, load_local_settings
 from local_runner.log_format import configure_logging
 from local_runner.run_api import ApiError, RunApi
+from local_runner.trace_collector import CollectedSpan, read_spans, start_local_collector
 from orchestrations.contracts import RunStatus
 from orchestrations.queries import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 
@@ -119,7 +121,9 @@ def host(port: PortOption = DEFAULT_PORT) -> None:
     configure_logging()
     apply_local_settings(load_local_settings(PROJECT_ROOT))
     services.provide_callback_key()
-    with LocalHost.from_app_dir(PROJECT_ROOT, http_port=port) as running:
+    # Each run's trace, unless the settings name a destination (`trace RUN_ID` shows it).
+    collector = start_local_collector(services.SPANS_FILE, os.environ)
+    with LocalHost.from_app_dir(PROJECT_ROOT, http_port=port) as running, collector or contextlib.nullcontext():
         # `make down` sends SIGTERM: stop the pollers and the engine cleanly, as Ctrl+C does.
         signal.signal(signal.SIGTERM, lambda *_: running.stop())
         console.print(f"Host running: {running.base_url}/api/runs (Ctrl+C to stop)")
@@ -174,6 +178,35 @@ def logs(run_id: RunIdArgument, port: PortOption = DEFAULT_PORT, api_url: ApiUrl
     with _api_errors():
         response = api.for_run(run_id, api.get_log)
     typer.echo(response.content, nl=False)
+
+
+@cli.command()
+def trace(run_id: RunIdArgument) -> None:
+    """Show a run's trace (its spans from the host, the runner and its container), as the local host collected it."""
+    spans = read_spans(services.SPANS_FILE)
+    run_ids = {span.run_id for span in spans if span.run_id and span.run_id.startswith(run_id)}
+    if len(run_ids) != 1:
+        found = "several runs" if run_ids else "no spans"
+        errors.print(f"{found} for {run_id!r} in {services.SPANS_FILE} (the local host collects them when no "
+                     "OTEL_EXPORTER_OTLP_ENDPOINT or APPLICATIONINSIGHTS_CONNECTION_STRING is set)")
+        raise typer.Exit(1)
+    full_id = run_ids.pop()
+    traces = {span.trace_id for span in spans if span.run_id == full_id}
+    ours = sorted((span for span in spans if span.trace_id in traces), key=lambda span: span.start_ns)
+    console.print(span_tree(full_id, ours))
+
+
+def span_tree(run_id: str, spans: list[CollectedSpan]) -> Tree:
+    """The spans under their parents, each with its start (from the first span), duration, service and status."""
+    origin = spans[0].start_ns
+    tree = Tree(f"run [bold]{escape(run_id)}[/bold]: trace {', '.join(sorted({s.trace_id for s in spans}))}")
+    nodes: dict[str, Tree] = {}
+    for span in spans:
+        colour = "red" if span.status == "error" else "green" if span.name == "record_outcome" else "default"
+        label = (f"[{colour}]{escape(span.name)}[/{colour}]  +{(span.start_ns - origin) / 1e9:.3f} s  "
+                 f"{(span.end_ns - span.start_ns) / 1e6:.1f} ms  [dim]{escape(span.service)}[/dim]")
+        nodes[span.span_id] = nodes.get(span.parent_span_id, tree).add(label)
+    return tree
 
 
 @cli.command()

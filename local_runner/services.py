@@ -22,6 +22,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = PROJECT_ROOT / ".local" / "state"
 LOG_DIR = PROJECT_ROOT / ".local" / "logs"
 AZURITE_DATA_DIR = PROJECT_ROOT / ".local" / "azurite-data"
+# Where the local host's trace collector writes each span it receives (local_runner/trace_collector.py).
+SPANS_FILE = PROJECT_ROOT / ".local" / "traces" / "spans.jsonl"
 # The app's callback token key for local runs: made once, kept (owner-only) beside the local data.
 CALLBACK_KEY_FILE = PROJECT_ROOT / ".local" / "callback-token-key"
 CALLBACK_KEY_SETTING = "CALLBACK_TOKEN_KEY"

@@ -34,8 +34,9 @@ from orchestrations.contracts import (
 )
 from orchestrations.errors import BackendError, ExecutionNotFoundError
 from orchestrations.job_spec import build_job_spec
-from orchestrations.log_context import bind_execution_ref, run_context
+from orchestrations.log_context import bind_execution_ref, run_scope
 from orchestrations.results import ResultUnavailableError, VerifiedResult, load_verified_result
+from orchestrations.telemetry import STATUS_ATTRIBUTE, TASK_TYPE_ATTRIBUTE, run_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +48,16 @@ def start_job(payload: dict) -> dict:
     activity gives the runner the same token and none is ever returned into the history.
     """
     job = StartJobInput.from_payload(payload)
-    with run_context(job.request.run_id):
+    request = job.request
+    with run_scope("start_job", request.run_id, traceparent=request.traceparent, attempt=job.attempt,
+                   **{TASK_TYPE_ATTRIBUTE: request.task_type.value}):
         return _start_job(job)
 
 
 def _start_job(job: StartJobInput) -> dict:
     settings = runtime.settings()
     token = derive_callback_token(settings.callback_token_key, job.request.run_id, job.attempt)
+    # Built inside this activity's span: the job's TRACEPARENT makes the runner's spans its children.
     spec = build_job_spec(job.request, token, settings, attempt=job.attempt)
     marked = runtime.run_store().update_run(job.request.run_id, lambda record: _mark_starting(record, job.attempt))
     not_started = _why_not_start(marked)
@@ -70,6 +74,7 @@ def _start_job(job: StartJobInput) -> dict:
             raise  # the activity's retry policy tries again; start is idempotent per run
         logger.error("Run %s cannot start: %s", job.request.run_id, exc.message)
         return StartJobResult(refused=RunError(code=exc.code, message=exc.message)).to_payload()
+    start_seconds = (_now() - started_at).total_seconds()
     bind_execution_ref(str(ref))
     logger.info("Run %s started as %s", job.request.run_id, ref)
 
@@ -85,19 +90,23 @@ def _start_job(job: StartJobInput) -> dict:
         })
 
     record = runtime.run_store().update_run(job.request.run_id, mark_running)
+    run_metrics.job_started(
+        job.request.task_type.value, start_seconds=start_seconds,
+        queued_seconds=(started_at - job.request.requested_at).total_seconds(),
+    )
     return StartJobResult(execution_ref=str(ref), started_at=record.started_at or started_at).to_payload()
 
 
 def check_job(payload: dict) -> dict:
     """The backend's view of the execution; a vanished execution counts as failed."""
     job = JobRefInput.from_payload(payload)
-    with run_context(job.run_id, job.execution_ref):
+    with run_scope("check_job", job.run_id, traceparent=job.traceparent, execution_ref=job.execution_ref):
         return _ask_backend(job, lambda backend, ref: backend.status(ref)).to_payload()
 
 
 def stop_job(payload: dict) -> dict:
     job = JobRefInput.from_payload(payload)
-    with run_context(job.run_id, job.execution_ref):
+    with run_scope("stop_job", job.run_id, traceparent=job.traceparent, execution_ref=job.execution_ref):
         logger.warning("Stopping run %s (%s)", job.run_id, job.execution_ref)
         return _ask_backend(job, lambda backend, ref: backend.stop(ref)).to_payload()
 
@@ -105,7 +114,7 @@ def stop_job(payload: dict) -> dict:
 def read_result(payload: dict) -> dict:
     """The run's outcome from its own result document, when its runner wrote one (the message was lost)."""
     query = ResultQuery.from_payload(payload)
-    with run_context(query.run_id):
+    with run_scope("read_result", query.run_id, traceparent=query.traceparent):
         return _read_result(query)
 
 
@@ -137,8 +146,11 @@ def record_outcome(payload: dict) -> dict:
     that says why, never as a success without outputs.
     """
     outcome = RunOutcome.from_payload(payload)
-    with run_context(outcome.run_id, outcome.execution_ref):
-        return _record_outcome(outcome)
+    with run_scope("record_outcome", outcome.run_id, traceparent=outcome.traceparent,
+                   execution_ref=outcome.execution_ref) as span:
+        record = _record_outcome(outcome)
+        span.set_attribute(STATUS_ATTRIBUTE, record["status"])
+        return record
 
 
 def _record_outcome(outcome: RunOutcome) -> dict:
@@ -175,6 +187,9 @@ def _record_outcome(outcome: RunOutcome) -> dict:
         bind_execution_ref(record.execution_ref)
     log = logger.info if record.status is RunStatus.SUCCEEDED else logger.warning
     log("Run %s %s", outcome.run_id, record.status.value)
+    if record.finished_at is not None:
+        run_metrics.run_ended(record.task_type, record.status.value,
+                              duration_seconds=(record.finished_at - record.requested_at).total_seconds())
     return record.public_view()
 
 

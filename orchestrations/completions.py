@@ -11,10 +11,12 @@ import asyncio
 import logging
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from pydantic import SecretStr, ValidationError
 
+from orchestrations import telemetry
 from orchestrations.callback_tokens import is_valid_token
-from orchestrations.contracts import RUNNER_COMPLETED_EVENT, RunnerCompletion, RunnerEvent
+from orchestrations.contracts import RUNNER_COMPLETED_EVENT, RunnerCompletion, RunnerEvent, RunRecord
 from orchestrations.log_context import bind_execution_ref, run_context
 from orchestrations.run_store import RunNotFoundError, RunStore
 
@@ -43,6 +45,15 @@ async def _deliver(event: RunnerEvent, client: Any, *, run_store: RunStore, toke
     except RunNotFoundError:
         logger.warning("Dropped a runner message for unknown run %s", event.run_id)
         return False
+    # A span of the run's trace only once the record vouches for the run (not for a forged run id).
+    with telemetry.run_span("completion", event.run_id, traceparent=record.traceparent, kind=SpanKind.CONSUMER,
+                            attributes={telemetry.EXECUTION_REF_ATTRIBUTE: record.execution_ref}) as span:
+        delivered = await _deliver_to(record, event, client, token_key=token_key)
+        span.set_attribute("pacta.completion.delivered", delivered)
+        return delivered
+
+
+async def _deliver_to(record: RunRecord, event: RunnerEvent, client: Any, *, token_key: SecretStr) -> bool:
     if record.execution_ref:
         bind_execution_ref(record.execution_ref)
     if not is_valid_token(token_key, event.run_id, event.attempt, event.token):

@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrations import runtime
 from orchestrations.contracts import SLOT_GRANTED_EVENT, ExecutionRef, RunStatus, SlotAnswer, SlotRequest
-from orchestrations.log_context import run_context
+from orchestrations.log_context import run_scope
 from orchestrations.run_slots import Grant, RunSlots
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ async def acquire_slot(payload: dict, client: Any) -> dict:
     A run whose record carries a cancel request leaves the line instead (the request may have come while
     the orchestration continued as new, which drops the event)."""
     request = SlotRequest.from_payload(payload)
-    with run_context(request.run_id):
+    with run_scope("acquire_slot", request.run_id, traceparent=request.traceparent):
         return await _acquire_slot(request, client)
 
 
@@ -56,7 +56,8 @@ async def release_slot(payload: dict, client: Any) -> dict:
     """Activity: once the run's job is gone, give back its slot (or its place in line) and hand what is free
     to the next in line."""
     request = SlotRequest.from_payload(payload)
-    with run_context(request.run_id, request.execution_ref):
+    with run_scope("release_slot", request.run_id, traceparent=request.traceparent,
+                   execution_ref=request.execution_ref):
         if request.execution_ref is not None:
             await asyncio.to_thread(_wait_for_job_end, request.run_id, ExecutionRef.parse(request.execution_ref))
         return {"released": await _release(runtime.run_slots(), request.run_id, client)}

@@ -27,8 +27,11 @@ from typing import Any, Protocol
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.storage.blob import BlobClient
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
+from orchestrations import telemetry
 from orchestrations.contracts import (
     MAX_REQUEST_ENV_BYTES,
     AnalysisRequest,
@@ -254,21 +257,35 @@ async def handle_upload(
     before it could be read (a replacement is an upload of its own, with its own trigger).
     """
     uri = _printable(blob_uri(upload.container, upload.name))
-    try:
-        decision = await asyncio.to_thread(
-            admit_upload, upload, max_bytes=max_bytes, input_scopes=input_scopes, policy=policy, now=now
-        )
-    except UploadGoneError as exc:
-        logger.warning("Upload %s: %s Nothing to do for this version.", uri, exc.message)
-        return None
+    # The root of the run's trace: every later span of the run is its descendant (orchestrations/telemetry.py).
+    with telemetry.tracer().start_as_current_span(
+        "intake", kind=SpanKind.CONSUMER, attributes={telemetry.BLOB_URI_ATTRIBUTE: uri}
+    ):
+        try:
+            decision = await asyncio.to_thread(
+                admit_upload, upload, max_bytes=max_bytes, input_scopes=input_scopes, policy=policy, now=now
+            )
+        except UploadGoneError as exc:
+            logger.warning("Upload %s: %s Nothing to do for this version.", uri, exc.message)
+            return None
+        return await _take(upload, decision, client, run_store=run_store, now=now, uri=uri)
+
+
+async def _take(
+    upload: Upload, decision: RunRequest | Rejection, client: Any, *, run_store: RunStore, now: datetime, uri: str
+) -> str:
+    """Record the rejection or start the run; its run id either way (an attribute of the intake's span)."""
+    span = trace.get_current_span()
     if isinstance(decision, Rejection):
         record = _rejected_record(upload, decision, now)
+        span.set_attribute(telemetry.RUN_ID_ATTRIBUTE, record.run_id)
         with run_context(record.run_id):
             stored, created = run_store.create_if_absent(record)
             if created:
                 logger.warning("Rejected upload %s: %s", uri, decision.error.message)
         return stored.run_id
 
+    span.set_attribute(telemetry.RUN_ID_ATTRIBUTE, decision.run_id)
     await start_run(decision, client, run_store=run_store)
     return decision.run_id
 
@@ -285,6 +302,8 @@ async def start_run(request: RunRequest, client: Any, *, run_store: RunStore) ->
 
 async def _start_run(request: RunRequest, client: Any, *, run_store: RunStore) -> bool:
     uri = _printable(request.source.uri)
+    if request.traceparent is None:  # the run's trace hangs off the span that started it (intake, rerun)
+        request = request.model_copy(update={"traceparent": telemetry.current_traceparent()})
     await asyncio.to_thread(run_store.create_if_absent, _queued_record(request))
     existing = await client.get_status(request.run_id)
     if existing:  # DurableOrchestrationStatus is falsy for an unknown instance
@@ -491,6 +510,7 @@ def _queued_record(request: RunRequest) -> RunRecord:
         requested_at=request.requested_at,
         updated_at=request.requested_at,
         rerun_of=request.rerun_of,
+        traceparent=request.traceparent,
     )
 
 
@@ -505,6 +525,7 @@ def _rejected_record(upload: Upload, rejection: Rejection, now: datetime) -> Run
         updated_at=now,
         finished_at=now,
         error=rejection.error,
+        traceparent=telemetry.current_traceparent(),
     )
 
 

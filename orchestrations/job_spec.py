@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from orchestrations import telemetry
 from orchestrations.contracts import JobSpec, RunnerEnv, RunRequest, TaskType
 from orchestrations.log_context import RUNNER_LOG_FORMAT_VAR
 from orchestrations.settings import AppSettings
@@ -30,6 +31,8 @@ def build_job_spec(request: RunRequest, callback_token: str, settings: AppSettin
         # The runner's console lines look like the app's (its runner.log stays text, for people).
         RUNNER_LOG_FORMAT_VAR: settings.log_output.value,
         **storage_env(settings),
+        # TRACEPARENT (the current span: the runner's spans join the run's trace) and the app's OTEL_* settings.
+        **telemetry.job_environment(),
     }
     if request.task_type is not TaskType.PARSE_PORTFOLIO:
         env.update(analysis_env(request.task_type, settings))

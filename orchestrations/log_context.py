@@ -1,5 +1,7 @@
 """Which run a log line is about, and how the app's lines look: JSON lines in Azure, text locally (`LOG_FORMAT`).
 
+`run_scope` also makes the block a span of the run's trace (orchestrations/telemetry.py).
+
 Code that works on a run says so once, `with run_context(run_id):` (and `bind_execution_ref(ref)` when the
 job's ref becomes known); `RunContextFilter` then copies the run id and the execution ref onto every record
 logged inside, from any module, in async code and in threads started by `asyncio.to_thread` (both carry the
@@ -26,6 +28,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span
+
+from orchestrations import telemetry
 
 if TYPE_CHECKING:
     from orchestrations.settings import AppSettings
@@ -69,8 +76,22 @@ def run_context(run_id: str, execution_ref: str | None = None) -> Iterator[None]
         _current.reset(token)
 
 
+@contextmanager
+def run_scope(
+    span_name: str, run_id: str, *, traceparent: str | None, execution_ref: str | None = None,
+    **attributes: str | int | None,
+) -> Iterator[Span]:
+    """Work on one run: its log lines carry the run's ids, and it is a span of the run's trace."""
+    span_attributes = {telemetry.EXECUTION_REF_ATTRIBUTE: execution_ref, **attributes}
+    with run_context(run_id, execution_ref), telemetry.run_span(
+        span_name, run_id, traceparent=traceparent, attributes=span_attributes
+    ) as span:
+        yield span
+
+
 def bind_execution_ref(execution_ref: str) -> None:
     """Add the job's ref to the run's context once it is known; the enclosing `run_context` ends it."""
+    trace.get_current_span().set_attribute(telemetry.EXECUTION_REF_ATTRIBUTE, execution_ref)
     ids = _current.get()
     if ids is not None:
         _current.set(replace(ids, execution_ref=execution_ref))

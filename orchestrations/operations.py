@@ -23,8 +23,9 @@ from datetime import datetime
 from typing import Any
 
 from azure.storage.blob import BlobServiceClient
+from opentelemetry import trace
 
-from orchestrations import intake, queries
+from orchestrations import intake, queries, telemetry
 from orchestrations.contracts import (
     CANCEL_REQUESTED_EVENT,
     Cancellation,
@@ -212,7 +213,12 @@ async def _rerun(
     if isinstance(decision, intake.Rejection):
         raise RerunRejectedError(run_id, decision.error)
     request = decision.model_copy(update={"run_id": intake.derive_rerun_id(run_id, number), "rerun_of": run_id})
-    started = await intake.start_run(request, client, run_store=run_store)
+    # A rerun is a run of its own: its trace starts here, linked to the original's.
+    links = [trace.Link(context)] if (context := telemetry.span_context_of(original.traceparent)) else []
+    with telemetry.tracer().start_as_current_span("rerun", links=links, attributes={
+        telemetry.RUN_ID_ATTRIBUTE: request.run_id, "pacta.rerun_of": run_id,
+    }):
+        started = await intake.start_run(request, client, run_store=run_store)
     return Rerun(run_id=request.run_id, rerun_of=run_id, started=started)
 
 

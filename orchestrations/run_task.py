@@ -75,6 +75,7 @@ def run_task(context: df.DurableOrchestrationContext) -> Orchestration:
         return None
     if policy.slot_poll_seconds is not None:  # the job has ended (or never started): its slot goes back
         yield from _release_slot(context, retry, run.request, outcome.execution_ref)
+    outcome = outcome.model_copy(update={"traceparent": run.request.traceparent})
     return (yield from _record(context, BackoffRetryOptions(policy.record_retry), outcome))
 
 
@@ -131,7 +132,9 @@ def _wait_for_slot(
     queued_no_job = "it was queued; no job started"
     granted = context.wait_for_external_event(SLOT_GRANTED_EVENT)
     for look in range(policy.slot_polls_per_generation):
-        ask = SlotRequest(run_id=request.run_id, requested_at=request.requested_at, poll=look > 0)
+        ask = SlotRequest(
+            run_id=request.run_id, requested_at=request.requested_at, poll=look > 0, traceparent=request.traceparent
+        )
         try:
             answer: SlotAnswer | None = SlotAnswer.from_payload(
                 (yield context.call_activity_with_retry("acquire_slot", retry, ask.to_payload()))
@@ -162,7 +165,10 @@ def _release_slot(
 ) -> Orchestration:
     """Give the slot back (or leave the line) once the job is gone. If every retry fails the run is still
     recorded: its slot is taken back as soon as its orchestration has completed and a waiter finds none free."""
-    ask = SlotRequest(run_id=request.run_id, requested_at=request.requested_at, execution_ref=execution_ref)
+    ask = SlotRequest(
+        run_id=request.run_id, requested_at=request.requested_at, execution_ref=execution_ref,
+        traceparent=request.traceparent,
+    )
     with contextlib.suppress(Exception):  # the SDK raises a plain Exception once all retries failed
         yield context.call_activity_with_retry("release_slot", retry, ask.to_payload())
 
@@ -177,7 +183,7 @@ def _give_up(
     reason = _reason(error)
     if watch is not None:
         _set_phase(context, "stopping", watch)
-        job = JobRefInput(run_id=request.run_id, execution_ref=watch.execution_ref).to_payload()
+        job = _job_ref(request, watch)
         try:
             yield context.call_activity_with_retry("stop_job", retry, job)
         except Exception as exc:
@@ -232,7 +238,7 @@ def _watch_one_generation(
     and before the generation ends, never left behind.
     """
     policy = request.policy
-    job = JobRefInput(run_id=request.run_id, execution_ref=watch.execution_ref).to_payload()
+    job = _job_ref(request, watch)
     completion = context.wait_for_external_event(RUNNER_COMPLETED_EVENT)
     for _ in range(policy.checks_per_generation):
         # A cancel that came with the last check. One that came earlier (while the job was being started)
@@ -281,7 +287,7 @@ def _stop_on_cancel(
     """Stop the job and end the run `cancelled`: the cancel was taken first, so a report that comes
     while the job is being stopped changes nothing (the detail says if the job had ended already)."""
     _set_phase(context, "stopping", watch)
-    job = JobRefInput(run_id=request.run_id, execution_ref=watch.execution_ref).to_payload()
+    job = _job_ref(request, watch)
     try:
         stopped = JobStatus.from_payload((yield context.call_activity_with_retry("stop_job", retry, job)))
         # The backend's detail, unless it only repeats that the job was stopped.
@@ -323,7 +329,7 @@ def _await_report(
     if winner == completion:
         grace.cancel()
         return _completed(request.run_id, watch, completion.result)
-    lookup = yield from _read_result(context, retry, request.run_id, watch, status.exit_code)
+    lookup = yield from _read_result(context, retry, request, watch, status.exit_code)
     if completion.is_completed:  # the message came while the document was being read
         return _completed(request.run_id, watch, completion.result)
     if lookup.completion is not None:
@@ -334,12 +340,14 @@ def _await_report(
 def _read_result(
     context: df.DurableOrchestrationContext,
     retry: BackoffRetryOptions,
-    run_id: str,
+    request: RunRequest,
     watch: WatchState,
     exit_code: int | None,
 ) -> Orchestration:
     _set_phase(context, "reading_result", watch)
-    query = ResultQuery(run_id=run_id, attempt=watch.attempt, exit_code=exit_code)
+    query = ResultQuery(
+        run_id=request.run_id, attempt=watch.attempt, exit_code=exit_code, traceparent=request.traceparent
+    )
     try:
         return ResultLookup.from_payload((yield context.call_activity_with_retry(
             "read_result", retry, query.to_payload()
@@ -357,7 +365,7 @@ def _stop_at_deadline(
 ) -> Orchestration:
     """Stop the job; a report that came in the meantime, or a result document, still wins over timed_out."""
     _set_phase(context, "stopping", watch)
-    job = JobRefInput(run_id=request.run_id, execution_ref=watch.execution_ref).to_payload()
+    job = _job_ref(request, watch)
     detail = ""
     exit_code: int | None = None
     try:
@@ -369,7 +377,7 @@ def _stop_at_deadline(
     if completion.is_completed:
         return _completed(request.run_id, watch, completion.result)
     # A job that finished just before the deadline, and whose message was lost, has its document.
-    lookup = yield from _read_result(context, retry, request.run_id, watch, exit_code)
+    lookup = yield from _read_result(context, retry, request, watch, exit_code)
     if lookup.completion is not None:
         return _completed(request.run_id, watch, lookup.completion)
     return RunOutcome(
@@ -432,6 +440,13 @@ def _set_phase(context: df.DurableOrchestrationContext, phase: str, watch: Watch
             "generation": watch.generation,
         }
     context.set_custom_status(status)
+
+
+def _job_ref(request: RunRequest, watch: WatchState) -> dict[str, Any]:
+    """The input of `check_job` and `stop_job`."""
+    return JobRefInput(
+        run_id=request.run_id, execution_ref=watch.execution_ref, traceparent=request.traceparent
+    ).to_payload()
 
 
 def _reason(exc: Exception) -> str:

@@ -42,10 +42,22 @@ RUN_ID_ATTRIBUTE = "pacta.run.id"
 TASK_TYPE_ATTRIBUTE = "pacta.task.type"
 EXECUTION_REF_ATTRIBUTE = "pacta.execution.ref"
 STATUS_ATTRIBUTE = "pacta.run.status"
+BLOB_URI_ATTRIBUTE = "pacta.blob.uri"
 
 INSTRUMENTATION_NAME = "pacta"
 _PROPAGATOR = TraceContextTextMapPropagator()
+AttributeValue = str | int | float | bool
 _TRUE = {"1", "true", "yes", "on"}
+# The settings this module reads itself (docs/settings.md lists each); the SDK reads the other OTEL_* ones.
+SETTINGS_READ = (
+    "APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+)
+# Not passed on to a job: its own service name, and headers that may carry an API key (a job's plain
+# environment is readable by anyone who may read its executions; give the job its own, as a secret).
+_NOT_FORWARDED = ("OTEL_SERVICE_NAME", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                  "OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_LOGS_HEADERS")
 _SUPPORTED_OTLP_PROTOCOLS = {"http/protobuf"}
 
 
@@ -69,16 +81,22 @@ class TelemetrySettings:
     connection_string: str | None = None
     aad_client_id: str | None = None
     aad: bool = False
+    # The OTEL_* settings a job gets too, so the runner exports where the app does (locally: the same collector).
+    forwarded: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> TelemetrySettings:
         if environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
             return cls(Destination.NONE, metrics=False)
+        forwarded = tuple(sorted(
+            (name, value) for name, value in environ.items()
+            if name.startswith("OTEL_") and name not in _NOT_FORWARDED
+        ))
         metrics_on = _exporter_choice(environ, "OTEL_METRICS_EXPORTER", default="otlp") != "none"
         connection_string = environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip()
         if connection_string:
             aad, client_id = _aad_of(environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""))
-            return cls(Destination.AZURE_MONITOR, metrics_on, connection_string, client_id, aad)
+            return cls(Destination.AZURE_MONITOR, metrics_on, connection_string, client_id, aad, forwarded)
         endpoint_set = any(environ.get(name, "").strip() for name in (
             "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
         choice = _exporter_choice(environ, "OTEL_TRACES_EXPORTER", default="otlp" if endpoint_set else "none")
@@ -91,8 +109,8 @@ class TelemetrySettings:
                 raise TelemetryConfigError(
                     f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: only 'http/protobuf' is installed "
                     "(opentelemetry-exporter-otlp-proto-http); point it at the collector's HTTP port (4318)")
-            return cls(Destination.OTLP, metrics_on and endpoint_set)
-        return cls(Destination.CONSOLE, metrics=False)
+            return cls(Destination.OTLP, metrics_on and endpoint_set, forwarded=forwarded)
+        return cls(Destination.CONSOLE, metrics=False, forwarded=forwarded)
 
 
 def _exporter_choice(environ: Mapping[str, str], name: str, *, default: str) -> str:
@@ -118,6 +136,7 @@ def _aad_of(authentication: str) -> tuple[bool, str | None]:
 class _State:
     destination: Destination = Destination.NONE
     providers: tuple[Any, ...] = ()
+    forwarded: tuple[tuple[str, str], ...] = ()
 
 
 _state = _State()
@@ -132,17 +151,20 @@ def configure(service_name: str, *, environ: Mapping[str, str] | None = None, ex
     """
     if _state.providers or _state.destination is not Destination.NONE:
         return _state.destination
-    settings = TelemetrySettings.from_environ(os.environ if environ is None else environ)
+    environ_used = os.environ if environ is None else environ
+    settings = TelemetrySettings.from_environ(environ_used)
     if settings.destination is Destination.NONE:
         return Destination.NONE
+    _state.forwarded = settings.forwarded
     if _sdk_already_installed():
         # The Python worker configured Azure Monitor itself (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY):
         # a second pipeline would send everything twice.
         _state.destination = settings.destination
         return settings.destination
-    resource = _resource(service_name)
+    resource = _resource(environ_used.get("OTEL_SERVICE_NAME") or service_name)
     if settings.destination is Destination.AZURE_MONITOR:
         _configure_azure_monitor(settings, resource, export_logs=export_logs)
+        _state.providers = _installed_sdk_providers()
         _state.destination = settings.destination
         return settings.destination
     _state.providers = _configure_sdk(settings, resource)
@@ -157,8 +179,16 @@ def _sdk_already_installed() -> bool:
 def _resource(service_name: str) -> Any:
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 
-    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, read by Resource.create, win over the default name.
-    return Resource.create({SERVICE_NAME: service_name}).merge(Resource.create())
+    # Resource.create adds OTEL_RESOURCE_ATTRIBUTES; the name given here wins over a service.name in them.
+    return Resource.create({SERVICE_NAME: service_name})
+
+
+def _installed_sdk_providers() -> tuple[Any, ...]:
+    """The SDK providers installed globally (by `configure_azure_monitor`), for `shutdown` to flush."""
+    from opentelemetry import _logs
+
+    installed = (trace.get_tracer_provider(), metrics.get_meter_provider(), _logs.get_logger_provider())
+    return tuple(provider for provider in installed if type(provider).__module__.startswith("opentelemetry.sdk"))
 
 
 def _configure_azure_monitor(settings: TelemetrySettings, resource: Any, *, export_logs: bool) -> None:
@@ -226,14 +256,17 @@ def run_span(
     *,
     traceparent: str | None = None,
     kind: trace.SpanKind = trace.SpanKind.INTERNAL,
-    **attributes: str | int | float | bool | None,
+    attributes: Mapping[str, AttributeValue | None] | None = None,
+    **more_attributes: AttributeValue | None,
 ) -> Iterator[trace.Span]:
     """A span of the run's trace: a child of `traceparent` when given, else of the current span.
 
-    An exception leaving the block is recorded on the span and marks it as an error.
+    Attributes whose value is None are left out. An exception leaving the block is recorded on the span
+    and marks it as an error.
     """
     parent = _PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else None
-    fields = {RUN_ID_ATTRIBUTE: run_id} | {key: value for key, value in attributes.items() if value is not None}
+    given = {**(attributes or {}), **more_attributes}
+    fields = {RUN_ID_ATTRIBUTE: run_id} | {key: value for key, value in given.items() if value is not None}
     with tracer().start_as_current_span(name, context=parent, kind=kind, attributes=fields) as span:
         yield span
 
@@ -245,11 +278,28 @@ def current_traceparent() -> str | None:
     return carrier.get("traceparent")
 
 
+def job_environment() -> dict[str, str]:
+    """What a job's environment gets for telemetry: the current span as `TRACEPARENT` (the job's spans join
+    the run's trace) and the app's own OTEL_* settings, read at `configure`."""
+    env = dict(_state.forwarded)
+    traceparent = current_traceparent()
+    if traceparent:
+        env[TRACEPARENT_ENV] = traceparent
+    return env
+
+
+def span_context_of(traceparent: str | None) -> trace.SpanContext | None:
+    """The span a traceparent names, if it is valid (for links between traces)."""
+    if not traceparent:
+        return None
+    context = trace.get_current_span(_PROPAGATOR.extract({"traceparent": traceparent})).get_span_context()
+    return context if context.is_valid else None
+
+
 def traceparent_from_environ(environ: Mapping[str, str]) -> str | None:
     """The context a job was started in (`TRACEPARENT`), if it is a valid traceparent."""
     value = environ.get(TRACEPARENT_ENV, "").strip()
-    context = _PROPAGATOR.extract({"traceparent": value}) if value else None
-    return value if context and trace.get_current_span(context).get_span_context().is_valid else None
+    return value if span_context_of(value) else None
 
 
 class RunMetrics:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic_settings import BaseSettings
 
+from orchestrations import telemetry
 from orchestrations.settings import AcaSettings, AppSettings
 from tests.conftest import PROJECT_ROOT
 
@@ -18,6 +19,14 @@ def test_every_setting_is_documented_on_its_page(settings: type[BaseSettings], p
     aliases = [str(field.validation_alias) for field in settings.model_fields.values()]
 
     missing = [alias for alias in aliases if f"`{alias}`" not in text]
+
+    assert missing == []
+
+
+def test_every_telemetry_setting_read_is_documented() -> None:
+    text = (PROJECT_ROOT / "docs" / "settings.md").read_text()
+
+    missing = [name for name in telemetry.SETTINGS_READ if f"`{name}`" not in text]
 
     assert missing == []
 

@@ -6,6 +6,9 @@ param environmentName string
 param jobName string
 param logAnalyticsName string
 param runnerIdentityId string
+@description('Client id of the runner identity: the runner sends its spans to Application Insights with an Entra token.')
+param runnerClientId string
+param applicationInsightsName string
 param registryServer string
 param image string
 param cpu string
@@ -40,6 +43,10 @@ var dataVolumeMounts = [for mount in dataMounts: {
 
 resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
   name: logAnalyticsName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
 }
 
 resource environment 'Microsoft.App/managedEnvironments@2024-03-01' = {
@@ -167,6 +174,17 @@ resource job 'Microsoft.App/jobs@2024-03-01' = {
             cpu: json(cpu)
             memory: memory
           }
+          // The runner's spans and log records (orchestrations/telemetry.py); each execution adds TRACEPARENT.
+          env: [
+            {
+              name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+              value: applicationInsights.properties.ConnectionString
+            }
+            {
+              name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+              value: 'ClientId=${runnerClientId};Authorization=AAD'
+            }
+          ]
           volumeMounts: pactaDataShares ? dataVolumeMounts : []
         }
       ]

@@ -4,7 +4,8 @@
 //           app's run records); the custom job operator role on the job only; Monitoring Metrics Publisher on
 //           Application Insights; Key Vault Secrets User on the callback key.
 //   runner: the custom input reader role on each input container, the custom output writer role on each
-//           output container, Storage Queue Data Message Sender on the events queue (AcrPull: registry.bicep).
+//           output container, Storage Queue Data Message Sender on the events queue, Monitoring Metrics
+//           Publisher on Application Insights (its spans, with an Entra token) (AcrPull: registry.bicep).
 //   user:   read access to blobs, queues and tables, to inspect runs (when principalId is given).
 //
 // Three custom roles, because the built-in ones grant more than the code calls (tests/infra/test_permissions.py
@@ -239,6 +240,16 @@ resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01
   scope: applicationInsights
   properties: {
     principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+  }
+}
+
+resource runnerMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(applicationInsights.id, runnerPrincipalId, roles.monitoringMetricsPublisher)
+  scope: applicationInsights
+  properties: {
+    principalId: runnerPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
   }

@@ -262,6 +262,8 @@ PLATFORM_ROLES = {
     ("runnerPrincipalId", "AcrPull", "registry"),
     # Sends its completion message, on the events queue only: the role holds that one data action.
     ("runnerPrincipalId", "Storage Queue Data Message Sender", "eventsQueue"),
+    # The runner's spans and log records, with its own identity's token (orchestrations/telemetry.py).
+    ("runnerPrincipalId", "Monitoring Metrics Publisher", "applicationInsights"),
     # The deploying user reads runs.
     ("userPrincipalId", "Storage Blob Data Reader", "storage"),
     ("userPrincipalId", "Storage Queue Data Reader", "storage"),
