@@ -203,7 +203,8 @@ class AcaJobBackend:
         return (
             f"Container Apps keeps no output to fetch for execution {ref.name}: the runner's own log is "
             f"{runner_log}, and the console output is in the Log Analytics workspace of the job's environment, "
-            f"table ContainerAppConsoleLogs_CL, where ContainerGroupName_s starts with '{ref.name}'."
+            f"table ContainerAppConsoleLogs (diagnostic settings, as infra/ deploys it; ContainerAppConsoleLogs_CL "
+            f"with the legacy log-analytics destination), where ContainerGroupName starts with '{ref.name}'."
         )
 
     # --- ARM calls ---

@@ -313,7 +313,7 @@ def test_logs_say_where_the_logs_are(make_backend: Callable[..., tuple[AcaJobBac
     where_unknown = backend.logs(ExecutionRef(backend="aca", name="pacta-runner-gone1"))
 
     assert "az://runs/run-aca-1/runner.log" in where
-    assert "ContainerAppConsoleLogs_CL" in where and ref.name in where
+    assert "table ContainerAppConsoleLogs " in where and ref.name in where
     assert "runner.log" in where_unknown and "pacta-runner-gone1" in where_unknown
 
 
