@@ -187,7 +187,7 @@ class RunPolicy(Contract):
         description="How long to wait for the completion message once the job has ended.",
     )
     checks_per_generation: int = Field(
-        default=50, ge=1, description="Status checks before the orchestration continues as new (bounds history)."
+        default=5, ge=1, description="Status checks before the orchestration continues as new (bounds history)."
     )
     activity_retry: RetryPolicy = Field(default_factory=RetryPolicy)
     record_retry: RetryPolicy = Field(
