@@ -141,6 +141,9 @@ class TraceCollector:
         self.stop()
 
     def start(self) -> TraceCollector:
+        """Serve (once; starting a started collector does nothing)."""
+        if self._thread.ident is not None:
+            return self
         if self._spans_file is not None:
             self._spans_file.parent.mkdir(parents=True, exist_ok=True)
         self._thread.start()
