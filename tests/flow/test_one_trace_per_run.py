@@ -1,5 +1,6 @@
-"""One trace per run: the host (its own process), the runner process or the runner's container, all exporting
-OTLP to a loopback collector, give spans that share one trace id from the upload's intake to the record.
+"""One trace per run: the host (its own process), the runner process, the runner's container or a Container Apps
+execution (the loopback Resource Manager's, started from the job template the app sends), all exporting OTLP to a
+loopback collector, give spans that share one trace id from the upload's intake to the record.
 
 The host runs as `python -m local_runner host` (as under `make up`) with OTEL_EXPORTER_OTLP_ENDPOINT naming
 the test's collector; it passes the endpoint and the start span's TRACEPARENT to the job.
@@ -67,7 +68,7 @@ def in_order_of_first_start(spans: list[CollectedSpan], wanted: list[str]) -> li
     return sorted((name for name in wanted if name in first), key=first.__getitem__)
 
 
-@pytest.mark.parametrize("backend", ["process", "docker"], indirect=True)
+@pytest.mark.parametrize("backend", ["process", "docker", "aca"], indirect=True)
 def test_a_run_is_one_trace_from_the_upload_to_the_record(
     flow_env: FlowEnv, hosts: list[HostProcess], collector: TraceCollector, fixtures_dir: Path, tmp_path: Path,
 ) -> None:
