@@ -5,7 +5,8 @@ lines are JSON or text, as `RUNNER_LOG_FORMAT` says; the JSON has the app's fiel
 `logger`, `msg`, `run_id`, `stacktrace`: orchestrations/log_context.py, not in this image). `runner.log`
 is always text: people read it, through the runs API, while the console's copy is the one queried.
 Both formatters replace the callback token and the storage credentials wherever they appear, a
-second line of defence behind never logging them at all.
+second line of defence behind never logging them at all. Records that OpenTelemetry exports as they are
+(to Application Insights: runner/tracing.py) get the same treatment, through `_RedactingRelay`.
 """
 
 from __future__ import annotations
@@ -63,6 +64,35 @@ class _JsonFormatter(_RedactingFormatter):
         return json.dumps(fields, ensure_ascii=False, default=str)
 
 
+class _RedactingRelay(logging.Handler):
+    """Stands in for a handler that exports records rather than lines (OpenTelemetry's `LoggingHandler`, which
+    sends the message, the exception's text and the record's fields): it gets a copy with each secret replaced.
+
+    An exception whose text holds a secret is sent as redacted text in the message instead of as an exception."""
+
+    def __init__(self, inner: logging.Handler, secrets: Sequence[str]) -> None:
+        super().__init__(inner.level)
+        self.inner = inner
+        self._formatter = _RedactingFormatter(secrets)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            copy = logging.makeLogRecord(vars(record))
+            copy.msg, copy.args = self._formatter.redact(record.getMessage()), None
+            if record.exc_info:
+                text = self._formatter.formatException(record.exc_info)
+                if self._formatter.redact(text) != text:
+                    copy.msg = f"{copy.msg}\n{self._formatter.redact(text)}"
+                    copy.exc_info, copy.exc_text = None, None
+            self.inner.handle(copy)
+        except Exception:
+            self.handleError(record)
+
+
+def _exports_records(handler: logging.Handler) -> bool:
+    return type(handler).__module__.startswith("opentelemetry.")
+
+
 class _RunIdFilter(logging.Filter):
     """Puts the run id on every record, so each line of the log says which run wrote it."""
 
@@ -90,8 +120,13 @@ def run_logging(
         handlers.append(log_file)
     root = logging.getLogger()
     previous_level = root.level
-    for handler in handlers:
+    relays = [_RedactingRelay(handler, secrets) for handler in root.handlers if _exports_records(handler)]
+    for relay in relays:
+        root.removeHandler(relay.inner)
+        root.addHandler(relay)
+    for handler in [*relays, *handlers]:
         handler.addFilter(_RunIdFilter(run_id))
+    for handler in handlers:
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.getLogger("azure").setLevel(AZURE_SDK_LOG_LEVEL)
@@ -101,6 +136,9 @@ def run_logging(
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
+        for relay in relays:
+            root.removeHandler(relay)
+            root.addHandler(relay.inner)
         root.setLevel(previous_level)
 
 

@@ -9,6 +9,9 @@ tries to upload a result document and its own log and to send the completion mes
 order (so both blobs exist when the message arrives), and exits 0 (succeeded), 1 (failed) or
 2 (bad environment). Only when the `RUNNER_*` variables themselves are broken can it not report;
 then it prints the reason to stderr.
+
+Each phase is a span of the run's trace (runner/tracing.py), exported before the process exits
+whichever way the run ended.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
+
+from orchestrations import telemetry
 from orchestrations.contracts import (
     RESULT_PROOF_METADATA,
     RunError,
@@ -44,6 +51,14 @@ from runner.result import LOG_NAME, RESULT_NAME, build_result_document, render_r
 from runner.storage import BlobFile, RunStorage, StorageCredentialError, UploadsFailedError, connect
 from runner.tasks import get_task
 from runner.tasks.base import OutputFile, TaskInput, TaskOutcome
+from runner.tracing import (
+    ATTEMPT_ATTRIBUTE,
+    BLOB_URI_ATTRIBUTE,
+    mark_failed,
+    run_span,
+    start_telemetry,
+    stop_telemetry,
+)
 from runner.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -65,10 +80,21 @@ class _Progress:
 def run(environ: Mapping[str, str]) -> int:
     """Run the task the environment describes; return the process exit code."""
     started_at = _utc_now()
+    telemetry_problem = start_telemetry(environ)
+    try:
+        return _run(environ, started_at, telemetry_problem)
+    finally:
+        # On every way out, a stop (SIGTERM) and a bad environment included: the spans are buffered.
+        stop_telemetry()
+
+
+def _run(environ: Mapping[str, str], started_at: datetime, telemetry_problem: str | None) -> int:
     try:
         settings = RunnerSettings.from_environ(environ)
         workspace = Workspace.create(settings.work_dir)
     except InvalidEnvironmentError as error:
+        if telemetry_problem:
+            print(f"runner: {telemetry_problem}", file=sys.stderr)
         print(
             f"runner: cannot start, and cannot send a completion message: {error.message}",
             file=sys.stderr,
@@ -79,8 +105,9 @@ def run(environ: Mapping[str, str]) -> int:
         with run_logging(
             workspace.log_path, run_id=settings.run_id, secrets=settings.secrets(), console_format=console_format
         ):
-            if format_problem:
-                logger.warning("%s", format_problem)
+            for problem in (format_problem, telemetry_problem):
+                if problem:
+                    logger.warning("%s", problem)
             return _run_in_workspace(environ, settings, workspace, started_at)
     finally:
         workspace.remove_if_temporary()
@@ -95,15 +122,41 @@ def _run_in_workspace(
         workspace.root,
         settings.output_prefix,
     )
+    traceparent = telemetry.traceparent_from_environ(environ)
+    if traceparent is None and environ.get(telemetry.TRACEPARENT_ENV, "").strip():
+        logger.warning(
+            "%s is not a valid W3C traceparent; the runner's spans start a trace of their own",
+            telemetry.TRACEPARENT_ENV,
+        )
+    # The job's entry point: a consumer of the app's asynchronous start (Application Insights shows it as a request).
+    with run_span(
+        "runner",
+        settings.run_id,
+        traceparent=traceparent,
+        kind=SpanKind.CONSUMER,
+        attributes={ATTEMPT_ATTRIBUTE: settings.attempt},
+    ) as root:
+        return _run_traced(environ, settings, workspace, started_at, root)
+
+
+def _run_traced(
+    environ: Mapping[str, str],
+    settings: RunnerSettings,
+    workspace: Workspace,
+    started_at: datetime,
+    root: Span,
+) -> int:
     try:
-        storage = RunStorage(connect(settings), settings.output_prefix)
+        storage = RunStorage(connect(settings), settings.output_prefix, run_id=settings.run_id)
     except ValueError as error:  # a malformed connection string or account URL
         logger.error("cannot build the storage clients, so cannot report either: %s", error)
+        mark_failed(root, "invalid_environment")
         return EXIT_BAD_ENVIRONMENT
     try:
         storage.check_credential()
     except StorageCredentialError as error:  # no token: nothing can be read, written or reported
         logger.error("cannot reach storage, so cannot report either: %s", error.message)
+        mark_failed(root, error.code)
         storage.close()
         return error.exit_code
     try:
@@ -120,7 +173,7 @@ def _run_in_workspace(
         if TerminatedError.raised and (progress.error is None or progress.error.code != "terminated"):
             logger.warning("the stop (SIGTERM) was raised where Python ignores exceptions; reported all the same")
             progress.error = TerminatedError().error
-        return _report(settings, storage, workspace, progress, started_at)
+        return _report(settings, storage, workspace, progress, started_at, root)
     finally:
         storage.close()
 
@@ -133,6 +186,8 @@ def _run_task(
     progress: _Progress,
 ) -> None:
     task_settings = progress.task = TaskSettings.from_environ(environ)
+    task_type = {telemetry.TASK_TYPE_ATTRIBUTE: task_settings.task_type.value}
+    trace.get_current_span().set_attributes(task_type)  # the root's: known only now
     task = get_task(task_settings.task_type)
     logger.info(
         "task %s (%s): %d input(s)",
@@ -141,18 +196,21 @@ def _run_task(
         len(task_settings.blob_uris),
     )
     check_input_scopes(task_settings.blob_uris, task_settings.input_scopes)
-    sources = _download_inputs(storage, task_settings.blob_uris, workspace)
-    outcome = progress.outcome = task(
-        TaskInput(
-            task_settings.task_type,
-            task_settings.request,
-            workspace.input_dir,
-            workspace.output_dir,
-            sources,
-            run_id=run_id,
-            environ=environ,
+    sources = _download_inputs(storage, task_settings.blob_uris, workspace, run_id)
+    with run_span("runner.task", run_id, attributes=task_type) as span:
+        outcome = progress.outcome = task(
+            TaskInput(
+                task_settings.task_type,
+                task_settings.request,
+                workspace.input_dir,
+                workspace.output_dir,
+                sources,
+                run_id=run_id,
+                environ=environ,
+            )
         )
-    )
+        if outcome.error is not None:  # the task ran and produced nothing usable: its outputs still go up
+            mark_failed(span, outcome.error.code)
     _upload_outputs(storage, outcome, progress)
     if outcome.error is not None:
         raise RunnerError(outcome.error.code, outcome.error.message)
@@ -196,13 +254,14 @@ def check_input_scopes(uris: list[str], scopes: list[str]) -> None:
         )
 
 
-def _download_inputs(storage: RunStorage, uris: list[str], workspace: Workspace) -> dict[str, str]:
-    """Download each input into `input/`; return local file name -> blob URI."""
+def _download_inputs(storage: RunStorage, uris: list[str], workspace: Workspace, run_id: str) -> dict[str, str]:
+    """Download each input into `input/`, a span each; return local file name -> blob URI."""
     sources: dict[str, str] = {}
     for uri in uris:
-        _, blob_name = parse_blob_uri(uri)
-        name = workspace.local_input_name(blob_name)
-        storage.download(uri, workspace.input_dir / name)
+        with run_span("runner.download", run_id, attributes={BLOB_URI_ATTRIBUTE: uri}):
+            _, blob_name = parse_blob_uri(uri)
+            name = workspace.local_input_name(blob_name)
+            storage.download(uri, workspace.input_dir / name)
         sources[name] = uri
     return sources
 
@@ -213,40 +272,25 @@ def _report(
     workspace: Workspace,
     progress: _Progress,
     started_at: datetime,
+    root: Span,
 ) -> int:
     """Upload the result document and the log, send the completion message; return the exit code."""
     finished_at = _utc_now()
     error = progress.error
-    result_uri = None
-    if progress.task is None:
-        logger.warning("no result document: PACTA's task variables are not valid")
-    else:
-        try:
-            document = build_result_document(
-                progress.task,
-                progress.outcome,
-                progress.uploaded,
-                run_id=settings.run_id,
-                error=_run_error(error),
-                started_at=started_at,
-                finished_at=finished_at,
-                log_uri=storage.output_uri(LOG_NAME),
-            )
-            body = render_result_document(document).encode("utf-8")
-            proof = result_proof(settings.callback_token.get_secret_value(), body)
-            result_uri = storage.upload_bytes(
-                body, RESULT_NAME, content_type="application/json", metadata={RESULT_PROOF_METADATA: proof}
-            )
-        except _REPORTABLE as failure:
-            upload_error = _as_runner_error(failure)
-            logger.error("%s", upload_error.message)
-            error = error or upload_error
+    with run_span("runner.result", settings.run_id) as span:
+        result_uri, upload_error = _upload_result(settings, storage, progress, started_at, finished_at)
+        error = error or upload_error
+        if error is None:
+            logger.info("run succeeded with %d output(s)", len(progress.uploaded))
+        else:
+            logger.error("run failed (%s): %s", error.code, error.message)
+        log_uri, log_error = _upload_log(storage, workspace)
+        span_failure = upload_error or log_error
+        if span_failure is not None:
+            mark_failed(span, span_failure.code)
     exit_code = EXIT_SUCCEEDED if error is None else error.exit_code
-    if error is None:
-        logger.info("run succeeded with %d output(s)", len(progress.uploaded))
-    else:
-        logger.error("run failed (%s): %s", error.code, error.message)
-    log_uri = _upload_log(storage, workspace)
+    if error is not None:
+        mark_failed(root, error.code)
     event = RunnerEvent(
         run_id=settings.run_id,
         attempt=settings.attempt,
@@ -261,26 +305,61 @@ def _report(
         finished_at=finished_at,
     )
     try:
-        storage.send_event(event)
+        with run_span("runner.complete", settings.run_id):
+            storage.send_event(event)
     except _REPORTABLE as failure:
+        send_error = _as_runner_error(failure)
         logger.error(
-            "%s The orchestrator will notice the job ended through its status checks.",
-            _as_runner_error(failure).message,
+            "%s The orchestrator will notice the job ended through its status checks.", send_error.message
         )
+        mark_failed(root, (error or send_error).code)
         return exit_code or EXIT_FAILED
     return exit_code
 
 
-def _upload_log(storage: RunStorage, workspace: Workspace) -> str | None:
+def _upload_result(
+    settings: RunnerSettings,
+    storage: RunStorage,
+    progress: _Progress,
+    started_at: datetime,
+    finished_at: datetime,
+) -> tuple[str | None, RunnerError | None]:
+    """Upload `result.json`, with its proof; return its URI, or the failure to upload it."""
+    if progress.task is None:
+        logger.warning("no result document: PACTA's task variables are not valid")
+        return None, None
+    try:
+        document = build_result_document(
+            progress.task,
+            progress.outcome,
+            progress.uploaded,
+            run_id=settings.run_id,
+            error=_run_error(progress.error),
+            started_at=started_at,
+            finished_at=finished_at,
+            log_uri=storage.output_uri(LOG_NAME),
+        )
+        body = render_result_document(document).encode("utf-8")
+        proof = result_proof(settings.callback_token.get_secret_value(), body)
+        uri = storage.upload_bytes(
+            body, RESULT_NAME, content_type="application/json", metadata={RESULT_PROOF_METADATA: proof}
+        )
+    except _REPORTABLE as failure:
+        upload_error = _as_runner_error(failure)
+        logger.error("%s", upload_error.message)
+        return None, upload_error
+    return uri, None
+
+
+def _upload_log(storage: RunStorage, workspace: Workspace) -> tuple[str | None, RunnerError | None]:
     """Upload `runner.log`; a failure is only a warning, the outputs matter more than the log."""
     flush_logs()
     try:
-        return storage.upload_file(
-            workspace.log_path, LOG_NAME, content_type="text/plain; charset=utf-8"
-        )
+        return storage.upload_file(workspace.log_path, LOG_NAME, content_type="text/plain; charset=utf-8"), None
     except _REPORTABLE as failure:
-        logger.warning("%s", _as_runner_error(failure).message)
-        return None
+        log_error = _as_runner_error(failure)
+        logger.warning("%s", log_error.message)
+        return None, log_error
 
 
 def _run_error(error: RunnerError | None) -> RunError | None:

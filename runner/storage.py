@@ -30,12 +30,14 @@ from azure.core.exceptions import (
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueClient
+from opentelemetry import context as otel_context
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from orchestrations.contracts import RunnerEnv, RunnerEvent, blob_uri, parse_blob_uri
 from runner.environment import OutputPrefix, RunnerSettings
 from runner.errors import EXIT_BAD_ENVIRONMENT, RunnerError
+from runner.tracing import BLOB_URI_ATTRIBUTE, run_span
 
 logger = logging.getLogger(__name__)
 
@@ -189,11 +191,14 @@ def _credential_reason(error: ClientAuthenticationError) -> str:
 
 
 class RunStorage:
-    """The run's view of storage: inputs by URI, outputs relative to the output prefix."""
+    """The run's view of storage: inputs by URI, outputs relative to the output prefix.
 
-    def __init__(self, clients: StorageClients, output_prefix: OutputPrefix) -> None:
+    With a `run_id`, each upload of `upload_files` is a `runner.upload` span of the run's trace."""
+
+    def __init__(self, clients: StorageClients, output_prefix: OutputPrefix, *, run_id: str | None = None) -> None:
         self._clients = clients
         self._prefix = output_prefix
+        self._run_id = run_id
 
     def output_uri(self, relative: str) -> str:
         return self._prefix.uri(relative)
@@ -237,8 +242,12 @@ class RunStorage:
         failures: list[RunnerError] = []
         workers = max(1, min(concurrency, len(files)))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
+        # The pool's threads do not inherit the caller's context: each upload's span gets its parent from here.
+        parent = otel_context.get_current()
         try:
-            futures = {pool.submit(self._upload_file, file): index for index, file in enumerate(files)}
+            futures = {
+                pool.submit(self._upload_file_in_span, file, parent): index for index, file in enumerate(files)
+            }
             for future in as_completed(futures):
                 if future.cancelled():
                     continue
@@ -302,6 +311,16 @@ class RunStorage:
     def close(self) -> None:
         self._clients.blob_service.close()
         self._clients.queue.close()
+
+    def _upload_file_in_span(self, file: BlobFile, parent: otel_context.Context) -> str:
+        if self._run_id is None:
+            return self._upload_file(file)
+        token = otel_context.attach(parent)
+        try:
+            with run_span("runner.upload", self._run_id, attributes={BLOB_URI_ATTRIBUTE: file.uri}):
+                return self._upload_file(file)
+        finally:
+            otel_context.detach(token)
 
     def _upload_file(self, file: BlobFile) -> str:
         with file.path.open("rb") as data:

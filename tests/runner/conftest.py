@@ -28,7 +28,7 @@ RUNNER_TIMEOUT_SECONDS = 120
 
 @pytest.fixture(scope="session")
 def runner_image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The files the runner image holds: runner/ plus orchestrations/__init__.py and contracts.py.
+    """The files the runner image holds: runner/ plus orchestrations/__init__.py, contracts.py and telemetry.py.
 
     Running from this copy proves the runner imports nothing else of the project."""
     root = tmp_path_factory.mktemp("runner-image")
@@ -36,7 +36,7 @@ def runner_image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         PROJECT_ROOT / "runner", root / "runner", ignore=shutil.ignore_patterns("__pycache__")
     )
     (root / "orchestrations").mkdir()
-    for name in ("__init__.py", "contracts.py"):
+    for name in ("__init__.py", "contracts.py", "telemetry.py"):
         shutil.copy(PROJECT_ROOT / "orchestrations" / name, root / "orchestrations" / name)
     return root
 

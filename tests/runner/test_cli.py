@@ -97,11 +97,12 @@ LOADED_BY_THE_PARSE_COMMAND = """
 import sys
 from runner.cli import main
 main(["parse-portfolio", sys.argv[1], sys.argv[2]])
-print(sorted(name for name in sys.modules if name.split(".")[0] in ("pydantic", "azure", "orchestrations")))
+heavy = ("pydantic", "azure", "orchestrations", "opentelemetry")
+print(sorted(name for name in sys.modules if name.split(".")[0] in heavy))
 """
 
 
-def test_the_parse_command_loads_neither_pydantic_nor_the_contracts(tmp_path: Path) -> None:
+def test_the_parse_command_loads_neither_pydantic_nor_the_contracts_nor_opentelemetry(tmp_path: Path) -> None:
     # Whole-process start-up counts in the parse bench (issue 14): these took about 0.12 s.
     (tmp_path / "in").mkdir()
     process = subprocess.run(
