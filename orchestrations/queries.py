@@ -66,7 +66,11 @@ class InvalidQueryError(RunnerOrchestratorError, ValueError):
 
 
 async def list_runs(client: Any, run_store: RunStore, *, status: str | None, limit: int) -> list[dict[str, Any]]:
-    """Recent runs, newest first; raises InvalidQueryError naming the bad filter."""
+    """Recent runs, newest first; raises InvalidQueryError naming the bad filter.
+
+    Reads `limit` runs' rows whatever the number of runs (`RunStore.list_runs` says what a `status` filter
+    costs), then asks the task hub about each run not yet ended, and reads the line if one waits.
+    """
     wanted = None
     if status:
         try:
