@@ -45,6 +45,9 @@ if [ -f "$REQUIREMENTS_STAMP" ] && [ "$(cat "$REQUIREMENTS_STAMP")" = "$requirem
     step "python packages up to date"
 else
     step "installing requirements-dev.txt into $VENV"
+    # pip before 24 gives up on the OpenTelemetry packages' pins (InconsistentCandidate): a newer one first.
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "pip>=24" \
+        || fail "pip install --upgrade pip failed"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt \
         || fail "pip install failed; if $VENV is broken, remove it and rerun"
     printf '%s\n' "$requirements_hash" >"$REQUIREMENTS_STAMP"

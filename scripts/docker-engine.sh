@@ -3,7 +3,7 @@
 #
 #   bash scripts/docker-engine.sh      (what `make images`, `make demo`, `make up` and `make test` run first)
 #
-# Idempotent: when `docker info` answers (any engine, DOCKER_HOST honoured) it does nothing else, and it
+# Idempotent: when the engine answers (any engine, DOCKER_HOST honoured) it does nothing else, and it
 # never stops or restarts an engine. Otherwise, as root on Debian: `apt-get install docker.io` when the
 # engine is missing, then start dockerd (systemctl where systemd runs, else a detached dockerd logging to
 # /var/log/dockerd.log) and wait until it answers. Exits non-zero, saying why, when it cannot.
@@ -16,7 +16,9 @@ DOCKERD_LOG=/var/log/dockerd.log
 step() { printf 'docker-engine: %s\n' "$*"; }
 fail() { printf 'docker-engine: error: %s\n' "$*" >&2; exit 1; }
 
-engine_answers() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
+# `docker version` (the engine's /version), bounded: `docker info` gathers every container's state and was
+# seen to hang for minutes on a busy engine while other requests were answered.
+engine_answers() { command -v docker >/dev/null && timeout 20 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 server_version() { docker version --format '{{.Server.Version}}' 2>/dev/null || echo unknown; }
 
 # Waits until the engine answers; fails early when the dockerd this script started ($1, optional) has exited.
