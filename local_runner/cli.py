@@ -292,7 +292,8 @@ def _colour(status: str) -> str:
 def prune(
     keep: Annotated[int, typer.Option(min=0, help="Newest finished ones to keep (runs: DOCKER_KEEP_FINISHED).")] = 0,
 ) -> None:
-    """Remove the finished run containers this project created (label pacta-runner.managed=true), and no other."""
+    """Remove the finished run containers this checkout created (labels pacta-runner.managed and
+    pacta-runner.checkout: this machine and path), and no other."""
     from local_runner import docker_backend
 
     if not docker_backend.engine_available():

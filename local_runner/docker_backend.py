@@ -6,11 +6,13 @@ and the runner image answers (`DOCKER_HOST` honoured, else the default socket). 
 keeps finished containers for `docker logs`; unlike it, it limits CPU and memory as Container Apps does
 and uses host networking (`DOCKER_NETWORK`) so the runner reaches Azurite on 127.0.0.1.
 
-Every container is named `pacta-run-<run_id>` and labelled `pacta-runner.managed=true`,
-`runner.run-id` and `runner.task-type`: the run id label makes `start` idempotent, the project label
-is all `prune` ever touches. `DOCKER_KEEP_FINISHED` finished containers are kept; older ones are
-removed when a run starts (never one that finished in the last `PRUNE_MIN_AGE_SECONDS`, whose run the
-orchestrator may still be reading), and `python -m local_runner prune` removes them all.
+Every container is named `pacta-run-<run_id>` (the name makes `start` idempotent) and labelled
+`pacta-runner.managed=true`, `pacta-runner.checkout` (this machine and checkout), `runner.run-id` and
+`runner.task-type`. Clean-up only ever touches containers carrying the project label and this checkout's:
+`DOCKER_KEEP_FINISHED` finished containers are kept; older ones are removed in the background after a run
+starts, at most once per `PRUNE_INTERVAL_SECONDS` (never one that finished in the last
+`PRUNE_MIN_AGE_SECONDS`, whose run the orchestrator may still be reading), and `python -m local_runner prune`
+(`make down`) removes them all. A start never waits for a prune, whatever the number of finished containers.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import logging
 import math
 import os
 import re
+import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,8 +44,8 @@ logger = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 PROJECT_LABEL = "pacta-runner.managed"
-# Which checkout started a container: clean-up (`make down`, `prune`, the retention) removes only its own, never
-# another checkout's on the same engine.
+# Which machine and checkout started a container: clean-up (`make down`, `prune`, the retention) removes only its
+# own, never another checkout's or another machine's on the same engine (DOCKER_HOST may be shared).
 CHECKOUT_LABEL = "pacta-runner.checkout"
 RUN_ID_LABEL = "runner.run-id"
 TASK_TYPE_LABEL = "runner.task-type"
@@ -61,6 +64,9 @@ START_WAIT_SECONDS = 30.0
 # The orchestrator reads a finished container's status within a check interval or two (60 s each by
 # default): automatic pruning leaves younger ones alone so a burst of short runs cannot hide a result.
 PRUNE_MIN_AGE_SECONDS = 15 * 60.0
+# Automatic pruning runs in the background, at most once per interval: listing the finished containers costs
+# about 0.15 ms each on the engine, which a burst of starts should not pay once per start.
+PRUNE_INTERVAL_SECONDS = 30.0
 POLL_SECONDS = 0.05
 
 INTERRUPTED_START = "the container was created but never started (its start was interrupted)"
@@ -155,40 +161,75 @@ def prune_containers(
     *,
     labels: Mapping[str, str] | None = None,
     min_age_seconds: float = 0.0,
+    finish_times: dict[str, float] | None = None,
+    now: float | None = None,
 ) -> list[str]:
     """Remove this project's finished containers beyond the newest `keep`; return their names.
 
     Only containers labelled `pacta-runner.managed=true` (and every label in `labels`) are considered,
-    only finished ones (exited, dead, or never able to start) are removed, and none that finished less
-    than `min_age_seconds` ago. Running containers and anyone else's are never touched.
+    only finished ones (exited, dead, or created more than `START_WAIT_SECONDS` ago and never started)
+    are removed, and none that finished less than `min_age_seconds` ago. Running containers and anyone
+    else's are never touched.
+
+    One list call answers most of it: a container created within `min_age_seconds` also finished within it,
+    so it is kept without being inspected; older ones are inspected once for their finish time, which
+    `finish_times` (container id -> POSIX time, kept by the caller between calls) remembers. Ages are
+    judged at `now` (POSIX time; the clock's by default).
     """
     if keep < 0:
         raise ValueError(f"keep must be >= 0, not {keep}")
-    finished = [container for container in _project_containers(client, labels) if _finished_at(container)]
-    finished.sort(key=lambda container: _finished_at(container) or _EPOCH, reverse=True)
-    now = datetime.now(UTC)
+    if min_age_seconds < 0:
+        raise ValueError(f"min_age_seconds must be >= 0, not {min_age_seconds}")
+    selectors = [f"{PROJECT_LABEL}=true", *(f"{key}={value}" for key, value in (labels or {}).items())]
+    listed = client.api.containers(all=True, filters={"label": selectors, "status": ["exited", "dead", "created"]})
+    known = finish_times if finish_times is not None else {}
+    now = time.time() if now is None else now
+    recent = 0  # finished within min_age_seconds, so newer than any container removable now
+    candidates: list[tuple[float, str, str]] = []  # (finished at, id, name)
+    for entry in listed:
+        container_id, state = entry["Id"], entry.get("State")
+        created = float(entry.get("Created") or 0)
+        name = (entry.get("Names") or [container_id])[0].lstrip("/")
+        if state == "created":
+            if now - created > START_WAIT_SECONDS:  # an interrupted or failed start: it ended when made
+                candidates.append((created, container_id, name))
+        elif now - created < min_age_seconds:
+            recent += 1
+        else:
+            finished = known.get(container_id)
+            if finished is None:
+                try:
+                    finished = _finished_time(client.api.inspect_container(container_id))
+                except NotFound:
+                    continue  # removed meanwhile
+                known[container_id] = finished
+            candidates.append((finished, container_id, name))
+    for gone in known.keys() - {entry["Id"] for entry in listed}:
+        del known[gone]
+    candidates.sort(reverse=True)
     removed = []
-    for container in finished[keep:]:
-        age = (now - (_finished_at(container) or _EPOCH)).total_seconds()
-        if age < min_age_seconds:
+    for newer, (finished, container_id, name) in enumerate(candidates, start=recent):
+        if newer < keep or now - finished < min_age_seconds:
             continue
         try:
-            container.remove(v=True)
+            client.api.remove_container(container_id, v=True)
         except NotFound:
             continue  # removed meanwhile (a concurrent prune)
         except APIError as exc:
             if exc.status_code == 409:
                 continue  # a removal is already in progress
             raise
-        removed.append(container.name)
+        known.pop(container_id, None)
+        removed.append(name)
     if removed:
         logger.info("Removed %d finished container(s): %s", len(removed), ", ".join(removed))
     return removed
 
 
 def checkout_labels() -> dict[str, str]:
-    """The label naming this checkout (a digest of its path) on every container it starts."""
-    return {CHECKOUT_LABEL: hashlib.sha256(str(PROJECT_ROOT).encode()).hexdigest()[:16]}
+    """The label naming this checkout (a digest of this machine's name and the checkout's path) on its containers."""
+    origin = f"{socket.gethostname()}:{PROJECT_ROOT}"
+    return {CHECKOUT_LABEL: hashlib.sha256(origin.encode()).hexdigest()[:16]}
 
 
 def prune(keep: int = 0) -> list[str]:
@@ -205,9 +246,9 @@ class DockerJobBackend:
     own when empty), command `spec.args`, `spec.cpu` CPUs and `spec.memory` of memory without swap.
 
     `labels` are put on every container besides the standard ones, and `prune` only removes
-    containers that carry them too (tests scope their containers this way). Safe to call from several
-    threads and processes: the engine refuses a second container with the same name, which is what
-    makes `start` idempotent.
+    containers that carry them too (the app's carry `checkout_labels()`; tests scope their containers
+    this way). Safe to call from several threads and processes: the engine refuses a second container
+    with the same name, which is what makes `start` idempotent.
     """
 
     name = "docker"
@@ -223,12 +264,17 @@ class DockerJobBackend:
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         labels: Mapping[str, str] | None = None,
         prune_min_age_seconds: float = PRUNE_MIN_AGE_SECONDS,
+        prune_interval_seconds: float = PRUNE_INTERVAL_SECONDS,
         engine: str | None = None,
     ) -> None:
         if stop_grace_seconds < 0:
             raise ValueError(f"stop_grace_seconds must be >= 0, not {stop_grace_seconds}")
         if retention < 0:
             raise ValueError(f"retention must be >= 0, not {retention}")
+        if prune_min_age_seconds < 0:
+            raise ValueError(f"prune_min_age_seconds must be >= 0, not {prune_min_age_seconds}")
+        if prune_interval_seconds < 0:
+            raise ValueError(f"prune_interval_seconds must be >= 0, not {prune_interval_seconds}")
         if not data_mount.startswith("/"):
             raise ValueError(f"data_mount must be an absolute path, not {data_mount!r}")
         self._client = client
@@ -239,10 +285,16 @@ class DockerJobBackend:
         self._stop_grace_seconds = stop_grace_seconds
         self._labels = dict(labels or {})
         self._prune_min_age_seconds = prune_min_age_seconds
+        self._prune_interval_seconds = prune_interval_seconds
         self._engine = engine or engine_address()
         # Containers this backend stopped, so their status says `stopped` (until the host restarts).
         self._stopped: set[str] = set()
         self._lock = threading.Lock()
+        # The background prune: begun at most once per interval; one prune at a time; the finish times read.
+        self._prune_thread: threading.Thread | None = None
+        self._prune_began = -math.inf
+        self._prune_lock = threading.Lock()
+        self._finish_times: dict[str, float] = {}
 
     # --- the JobBackend protocol ---
 
@@ -253,13 +305,11 @@ class DockerJobBackend:
                 "invalid_run_id",
                 f"run id {spec.run_id!r} cannot name a container: use letters, digits, '.', '_', '-'.",
             )
-        existing = self._find_run(spec.run_id)
-        if existing is not None:
-            ref = self._ref(existing.name)
-            logger.info("Run %s was started already: %s", spec.run_id, ref, extra=_ids(ref))
-            return ref
         name = CONTAINER_PREFIX + spec.run_id
         ref = self._ref(name)
+        if self._run_container_exists(spec.run_id, name):
+            logger.info("Run %s was started already: %s", spec.run_id, ref, extra=_ids(ref))
+            return ref
         began = time.monotonic()
         container = self._create(spec, name)
         if container is None:
@@ -288,7 +338,7 @@ class DockerJobBackend:
             extra=_ids(ref),
         )
         logger.debug("%s runs entrypoint %s with args %s", ref, spec.command or "(image's)", spec.args, extra=_ids(ref))
-        self._prune_quietly()
+        self._begin_prune()
         return ref
 
     def status(self, ref: ExecutionRef) -> JobStatus:
@@ -330,8 +380,20 @@ class DockerJobBackend:
     # --- housekeeping ---
 
     def prune(self, keep: int | None = None) -> list[str]:
-        """Remove this backend's finished containers beyond the newest `keep` (default: its retention)."""
-        return prune_containers(self._client, self._retention if keep is None else keep, labels=self._labels)
+        """Remove this backend's finished containers beyond the newest `keep` (default: its retention), now."""
+        with self._prune_lock:
+            return prune_containers(
+                self._client,
+                self._retention if keep is None else keep,
+                labels=self._labels,
+                finish_times=self._finish_times,
+            )
+
+    def wait_for_prune(self, timeout: float | None = None) -> None:
+        """Wait for the background prune a start began, if one is under way (tests, orderly shut-downs)."""
+        thread = self._prune_thread
+        if thread is not None:
+            thread.join(timeout)
 
     # --- starting ---
 
@@ -382,30 +444,54 @@ class DockerJobBackend:
         The engine reserves the name before the container can be listed or inspected.
         """
         deadline = time.monotonic() + START_WAIT_SECONDS
-        while True:
-            try:
-                labels = self._client.containers.get(name).labels
-                break
-            except NotFound:
-                if time.monotonic() >= deadline:
-                    raise BackendError(
-                        "container_start_failed",
-                        f"Another start of run {run_id} holds the name {name} on the docker engine {self._engine}, "
-                        f"but its container did not appear within {START_WAIT_SECONDS:.0f} s: retry.",
-                    ) from None
-                time.sleep(POLL_SECONDS)
+        while not self._run_container_exists(run_id, name):
+            if time.monotonic() >= deadline:
+                raise BackendError(
+                    "container_start_failed",
+                    f"Another start of run {run_id} holds the name {name} on the docker engine {self._engine}, "
+                    f"but its container did not appear within {START_WAIT_SECONDS:.0f} s: retry.",
+                )
+            time.sleep(POLL_SECONDS)
+
+    def _run_container_exists(self, run_id: str, name: str) -> bool:
+        """Whether the run's container exists: looked up by name, one call whatever the number of containers.
+
+        A container of that name that this project did not start for this run is an error naming the fix.
+        """
+        try:
+            labels = self._client.containers.get(name).labels
+        except NotFound:
+            return False
         if labels.get(PROJECT_LABEL) != "true" or labels.get(RUN_ID_LABEL) != run_id:
             raise BackendError(
                 "container_name_taken",
                 f"A container named {name} exists on the docker engine {self._engine} but was not started by this "
                 f"project for run {run_id}: remove it (`docker rm {name}`) and retry.",
             )
+        return True
+
+    def _begin_prune(self) -> None:
+        """Prune in a background thread, unless one is under way or began within the interval."""
+        with self._lock:
+            now = time.monotonic()
+            running = self._prune_thread is not None and self._prune_thread.is_alive()
+            if running or now - self._prune_began < self._prune_interval_seconds:
+                return
+            self._prune_began = now
+            # A daemon: a prune cut short by the process's exit leaves containers for the next one, nothing worse.
+            self._prune_thread = threading.Thread(target=self._prune_quietly, name="docker-prune", daemon=True)
+            self._prune_thread.start()
 
     def _prune_quietly(self) -> None:
         try:
-            prune_containers(
-                self._client, self._retention, labels=self._labels, min_age_seconds=self._prune_min_age_seconds
-            )
+            with self._prune_lock:
+                prune_containers(
+                    self._client,
+                    self._retention,
+                    labels=self._labels,
+                    min_age_seconds=self._prune_min_age_seconds,
+                    finish_times=self._finish_times,
+                )
         except DockerException as exc:
             logger.warning("Could not prune finished containers: %s", _reason(exc))
 
@@ -417,12 +503,6 @@ class DockerJobBackend:
 
     def _ref(self, container_name: str) -> ExecutionRef:
         return ExecutionRef(backend=self.name, name=container_name)
-
-    def _find_run(self, run_id: str) -> Container | None:
-        found = self._client.containers.list(
-            all=True, filters={"label": [f"{PROJECT_LABEL}=true", f"{RUN_ID_LABEL}={run_id}"]}
-        )
-        return min(found, key=lambda container: container.name) if found else None
 
     def _container(self, ref: ExecutionRef) -> Container:
         if ref.backend != self.name:
@@ -474,23 +554,10 @@ class DockerJobBackend:
         )
 
 
-_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
-
-
-def _project_containers(client: docker.DockerClient, labels: Mapping[str, str] | None) -> Iterable[Container]:
-    selectors = [f"{PROJECT_LABEL}=true", *(f"{key}={value}" for key, value in (labels or {}).items())]
-    return client.containers.list(all=True, filters={"label": selectors})
-
-
-def _finished_at(container: Container) -> datetime | None:
-    """When a finished container ended (or was created, if it never could start); None while it may still run."""
-    state = container.attrs["State"]
-    status = state.get("Status")
-    if status in ("exited", "dead"):
-        return _parse_time(state.get("FinishedAt")) or _EPOCH
-    if status == "created" and state.get("Error"):
-        return _parse_time(container.attrs.get("Created")) or _EPOCH
-    return None
+def _finished_time(attrs: Mapping[str, Any]) -> float:
+    """When an exited or dead container ended, as POSIX time (0 when the engine never recorded it)."""
+    when = _parse_time(attrs.get("State", {}).get("FinishedAt"))
+    return 0.0 if when is None else when.timestamp()
 
 
 def _parse_time(text: Any) -> datetime | None:

@@ -279,7 +279,8 @@ class AppSettings(BaseSettings):
         ge=0,
         validation_alias="DOCKER_KEEP_FINISHED",
         description="docker backend: how many finished containers of this project are kept for debugging "
-        "(`docker logs`); older ones are removed when a run starts, and all by `python -m local_runner prune`.",
+        "(`docker logs`); older ones are removed in the background after a start, and all of this checkout's by "
+        "`python -m local_runner prune` (`make down`).",
     )
 
     create_report_command: list[str] = Field(

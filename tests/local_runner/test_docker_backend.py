@@ -20,6 +20,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from local_runner import docker_backend
 from local_runner.azurite import free_port
 from local_runner.docker_backend import (
     CHECKOUT_LABEL,
@@ -32,6 +33,7 @@ from local_runner.docker_backend import (
     checkout_labels,
     engine_available,
     prune,
+    prune_containers,
 )
 from local_runner.docker_backend import create_backend as create_docker_backend
 from local_runner.job_output import LOG_MAX_BYTES
@@ -371,6 +373,22 @@ def test_concurrent_starts_of_one_run_give_one_container(backend, make_spec, doc
 # --- errors ---
 
 
+def test_a_container_of_someone_else_holding_the_runs_name_fails_start_naming_docker_rm(
+    backend, make_spec, docker_client, test_scope, job_image
+):
+    spec = make_spec("sh", "-c", "true")
+    docker_client.api.create_container(
+        job_image, "true", name=f"{CONTAINER_PREFIX}{spec.run_id}", labels=test_scope,
+        host_config={"NetworkMode": "host"},
+    )
+
+    with pytest.raises(BackendError) as raised:
+        backend.start(spec)
+
+    assert raised.value.code == "container_name_taken"
+    assert f"docker rm {CONTAINER_PREFIX}{spec.run_id}" in raised.value.message
+
+
 def test_a_missing_image_fails_start_naming_the_image_and_make_images(backend, make_spec):
     image = f"pacta-no-such-image:{uuid.uuid4().hex[:8]}"
 
@@ -479,25 +497,162 @@ def test_prune_keeps_the_newest_of_ours_and_leaves_running_and_foreign_container
     assert remaining == {newest, running, foreign.name}
 
 
-def test_starting_a_run_removes_finished_containers_beyond_the_retention(make_backend, make_spec, docker_client):
-    backend = make_backend(retention=1, prune_min_age_seconds=0)
+def test_prune_keeps_containers_younger_than_the_min_age_beyond_the_newest_kept(
+    backend, make_spec, docker_client, test_scope
+):
+    finished_containers(backend, make_spec, 3)
+
+    removed = prune_containers(docker_client, 1, labels=test_scope, min_age_seconds=600)
+
+    assert removed == []
+
+
+def test_prune_removes_containers_older_than_the_min_age_beyond_the_newest_kept(
+    backend, make_spec, docker_client, test_scope
+):
+    oldest, older, _ = finished_containers(backend, make_spec, 3)
+    an_hour_later = time.time() + 3600
+
+    removed = prune_containers(docker_client, 1, labels=test_scope, min_age_seconds=600, now=an_hour_later)
+
+    assert sorted(removed) == sorted([oldest, older])
+
+
+def test_a_start_removes_finished_containers_beyond_the_retention_in_the_background(
+    make_backend, make_spec, docker_client
+):
+    backend = make_backend(retention=1, prune_min_age_seconds=0, prune_interval_seconds=0)
     oldest, newest = finished_containers(backend, make_spec, 2)
+    backend.wait_for_prune(timeout=WAIT_SECONDS)
 
     backend.start(make_spec(*python_job("import time; time.sleep(60)")))
+    backend.wait_for_prune(timeout=WAIT_SECONDS)
 
     names = {container.name for container in docker_client.containers.list(all=True)}
     assert oldest not in names
     assert newest in names
 
 
-def test_starting_a_run_keeps_containers_that_finished_moments_ago(make_backend, make_spec, docker_client):
-    backend = make_backend(retention=0)
+def test_a_start_keeps_containers_that_finished_moments_ago(make_backend, make_spec, docker_client):
+    backend = make_backend(retention=0, prune_interval_seconds=0)
     finished = finished_containers(backend, make_spec, 2)
 
     backend.start(make_spec(*python_job("import time; time.sleep(60)")))
+    backend.wait_for_prune(timeout=WAIT_SECONDS)
 
     names = {container.name for container in docker_client.containers.list(all=True)}
     assert set(finished) <= names
+
+
+def test_a_start_returns_while_the_prune_it_began_is_still_under_way(make_backend, make_spec, monkeypatch):
+    began, release = threading.Event(), threading.Event()
+
+    def slow_prune(*args: object, **kwargs: object) -> list[str]:
+        began.set()
+        release.wait(WAIT_SECONDS)
+        return []
+
+    monkeypatch.setattr(docker_backend, "prune_containers", slow_prune)
+    backend = make_backend(prune_interval_seconds=0)
+    try:
+        backend.start(make_spec("sh", "-c", "true"))
+
+        assert began.wait(WAIT_SECONDS)
+        assert not release.is_set()  # the start returned, and the prune still waits
+    finally:
+        release.set()
+        backend.wait_for_prune(timeout=WAIT_SECONDS)
+
+
+def test_a_burst_of_starts_prunes_once_per_interval(make_backend, make_spec, monkeypatch):
+    prunes: list[float] = []
+
+    def counted_prune(*args: object, **kwargs: object) -> list[str]:
+        prunes.append(time.time())
+        return []
+
+    monkeypatch.setattr(docker_backend, "prune_containers", counted_prune)
+    backend = make_backend(prune_interval_seconds=3600)
+
+    for _ in range(3):
+        backend.start(make_spec("sh", "-c", "true"))
+        backend.wait_for_prune(timeout=WAIT_SECONDS)
+
+    assert len(prunes) == 1
+
+
+def test_prune_leaves_a_container_whose_start_is_under_way(backend, docker_client, test_scope, job_image):
+    created = docker_client.api.create_container(
+        job_image, "true", labels={**test_scope, PROJECT_LABEL: "true"}, host_config={"NetworkMode": "host"}
+    )
+
+    removed = backend.prune(keep=0)
+
+    assert removed == []
+    docker_client.containers.get(created["Id"])  # still there, to be started
+
+
+def test_prune_removes_a_container_whose_start_was_interrupted_long_ago(
+    backend, docker_client, test_scope, job_image, monkeypatch
+):
+    monkeypatch.setattr(docker_backend, "START_WAIT_SECONDS", -1.0)  # "long ago" is now
+    created = docker_client.api.create_container(
+        job_image, "true", labels={**test_scope, PROJECT_LABEL: "true"}, host_config={"NetworkMode": "host"}
+    )
+    name = docker_client.containers.get(created["Id"]).name
+
+    removed = backend.prune(keep=0)
+
+    assert removed == [name]
+
+
+# --- whose containers clean-up touches ---
+
+
+def test_a_starts_prune_never_removes_another_checkouts_finished_containers(
+    docker_client, make_spec, test_scope, job_image
+):
+    ours = DockerJobBackend(
+        docker_client, labels={**test_scope, CHECKOUT_LABEL: "checkout-a"}, retention=0, prune_min_age_seconds=0,
+        prune_interval_seconds=0,
+    )
+    theirs = docker_client.containers.run(
+        job_image, ["sh", "-c", "true"], network_mode="host", detach=True,
+        labels={**test_scope, PROJECT_LABEL: "true", CHECKOUT_LABEL: "checkout-b", RUN_ID_LABEL: "their-run"},
+    )
+    theirs.wait(timeout=WAIT_SECONDS)
+    [our_old_job] = finished_containers(ours, make_spec, 1)
+    ours.wait_for_prune(timeout=WAIT_SECONDS)
+
+    ours.start(make_spec("sh", "-c", "true"))
+    ours.wait_for_prune(timeout=WAIT_SECONDS)
+
+    names = {container.name for container in docker_client.containers.list(all=True)}
+    assert our_old_job not in names
+    assert theirs.name in names
+
+
+def test_make_downs_prune_removes_this_checkouts_containers_and_no_other_checkouts(
+    docker_client, make_spec, test_scope, tmp_path, monkeypatch
+):
+    """Two checkouts share one engine (a clone beside this one, CI in a temporary folder): clean-up is per checkout."""
+    monkeypatch.setattr(docker_backend, "PROJECT_ROOT", tmp_path)  # this test's own checkout, not the real one's
+    ours = DockerJobBackend(docker_client, labels={**test_scope, **checkout_labels()}, prune_min_age_seconds=0)
+    theirs = DockerJobBackend(docker_client, labels={**test_scope, CHECKOUT_LABEL: "another-checkout"})
+    [our_job] = finished_containers(ours, make_spec, 1)
+    [their_job] = finished_containers(theirs, make_spec, 1)
+
+    removed = prune(keep=0)
+
+    assert removed == [our_job]
+    docker_client.containers.get(their_job)  # still there
+
+
+def test_the_same_checkout_path_on_another_machine_is_another_checkout(monkeypatch):
+    here = checkout_labels()
+    monkeypatch.setattr(docker_backend.socket, "gethostname", lambda: "another-machine")
+
+    assert checkout_labels() != here
 
 
 # --- engine discovery and start-up ---
@@ -548,21 +703,6 @@ def test_runner_backend_docker_with_an_engine_builds_the_docker_backend(docker_c
 
     assert isinstance(backend, JobBackend)
     assert backend.name == "docker"
-
-
-def test_make_downs_prune_removes_this_checkouts_containers_and_no_other_checkouts(
-    docker_client, make_spec, test_scope, job_image
-):
-    """Two checkouts share one engine (a clone beside this one, CI in a temporary folder): clean-up is per checkout."""
-    ours = DockerJobBackend(docker_client, labels={**test_scope, **checkout_labels()}, prune_min_age_seconds=0)
-    theirs = DockerJobBackend(docker_client, labels={**test_scope, CHECKOUT_LABEL: "another-checkout"})
-    [our_job] = finished_containers(ours, make_spec, 1)
-    [their_job] = finished_containers(theirs, make_spec, 1)
-
-    removed = prune(keep=0)
-
-    assert our_job in removed and their_job not in removed
-    docker_client.containers.get(their_job)  # still there
 
 
 def test_the_apps_docker_backend_labels_every_container_with_its_checkout(docker_client, make_spec):
