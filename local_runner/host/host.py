@@ -39,7 +39,9 @@ from orchestrations.errors import ConfigurationError
 logger = logging.getLogger(__name__)
 
 STORAGE_CONNECTION_SETTING = "AzureWebJobsStorage"
-# Trigger polling interval: short, because locally nobody wants to wait for an upload to be noticed.
+# The longest wait between two listings of a blob trigger's container when nothing new was found (it goes
+# back to 100 ms once something was): short, because locally nobody wants to wait for an upload to be noticed.
+# Azurite has neither the storage logs nor the change feed the Functions host could follow instead.
 DEFAULT_POLL_INTERVAL_SECONDS = 0.5
 
 
@@ -152,11 +154,14 @@ class LocalHost:
                 host_id=host_id, interval=self._poll_interval,
                 max_attempts=self.settings.queues.max_dequeue_count,
                 message_encoding=self.settings.queues.message_encoding,
+                batch_size=self.settings.queues.batch_size,
+                new_batch_threshold=self.settings.queues.new_batch_threshold,
             ))
         for function in self.functions.list_by_trigger(QUEUE_TRIGGER):
+            # Polled as the Functions host polls (host.json, its back-off and maxPollingInterval), not faster.
             pollers.append(QueueTriggerPoller(
                 self._binding_connection(function), function, self.invoker, self.clock,
-                host_settings=self.settings, interval=self._poll_interval,
+                host_settings=self.settings,
             ))
         return pollers
 

@@ -1,7 +1,7 @@
 """The host's own settings, read as `func start` reads them: `host.json` and `local.settings.json`.
 
 `load_host_settings(app_dir)` reads the parts of `host.json` the in-process host honours (queue
-retry and encoding, the HTTP route prefix, the durable task hub name);
+retry, encoding, batches and polling interval, the HTTP route prefix, the durable task hub name);
 `load_local_settings(app_dir)` reads `local.settings.json`, and `apply_local_settings` copies its
 `Values` into the environment for keys not already set, exactly as Core Tools does. A malformed
 value fails with a `ConfigurationError` that names the file and the key.
@@ -32,14 +32,52 @@ _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1
 _HUB_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,44}$")
 
 
+# The webjobs storage extension's references below are Azure/azure-webjobs-sdk @f79ea0bf,
+# src/Microsoft.Azure.WebJobs.Extensions.Storage/ (SDK_STORAGE):
+# QueuePollingIntervals.cs L10-11: the shortest wait between polls of an empty queue, and the default longest.
+MIN_POLLING_INTERVAL = timedelta(milliseconds=100)
+DEFAULT_MAX_POLLING_INTERVAL = timedelta(minutes=1)
+# StorageWebJobsBuilderExtensions.cs L73-77: in the Development environment the longest wait is 2 s.
+DEVELOPMENT_MAX_POLLING_INTERVAL = timedelta(seconds=2)
+# The Functions host's environment name: AZURE_FUNCTIONS_ENVIRONMENT (local.settings.json sets Development).
+ENVIRONMENT_SETTING = "AZURE_FUNCTIONS_ENVIRONMENT"
+
+
 @dataclass(frozen=True)
 class QueueSettings:
-    """`extensions.queues` in host.json: how queue triggers retry and decode messages."""
+    """`extensions.queues` in host.json: how queue triggers retry and decode messages, batch and poll.
+
+    `new_batch_threshold` and `max_polling_interval` are None unless host.json sets them, and None means the
+    extension's default (`effective_new_batch_threshold`, `polling_ceiling`)."""
 
     max_dequeue_count: int = 5
     visibility_timeout: timedelta = timedelta(0)
     message_encoding: MessageEncoding = "base64"
     batch_size: int = 16
+    new_batch_threshold: int | None = None
+    max_polling_interval: timedelta | None = None
+
+    def effective_new_batch_threshold(self) -> int:
+        """In-flight invocations at or below which a listener fetches its next batch.
+
+        SDK_STORAGE Queues/Config/QueuesOptions.cs L68-78: unset, it is (BatchSize / 2) * processor count,
+        in integer arithmetic; the count is Environment.ProcessorCount, or 1 on the Consumption plan
+        (src/Microsoft.Azure.WebJobs.Host.Storage/Utility.cs L11-20). So at most batchSize + newBatchThreshold
+        invocations of one listener run at once.
+        """
+        if self.new_batch_threshold is not None:
+            return self.new_batch_threshold
+        return (self.batch_size // 2) * _processor_count()
+
+    def polling_ceiling(self, environ: Mapping[str, str] | None = None) -> timedelta:
+        """The longest wait between polls of an empty queue: host.json's maxPollingInterval, else the
+        extension's default for the environment (2 s in Development, else 1 minute)."""
+        if self.max_polling_interval is not None:
+            return self.max_polling_interval
+        env = os.environ if environ is None else environ
+        if env.get(ENVIRONMENT_SETTING, "").lower() == "development":  # IHostEnvironment.IsDevelopment
+            return DEVELOPMENT_MAX_POLLING_INTERVAL
+        return DEFAULT_MAX_POLLING_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -84,6 +122,8 @@ def load_host_settings(app_dir: Path, *, environ: Mapping[str, str] | None = Non
         batch_size=_positive_int(
             queues, "batchSize", defaults.batch_size, path, "extensions.queues"
         ),
+        new_batch_threshold=_non_negative_int_or_none(queues, "newBatchThreshold", path),
+        max_polling_interval=_polling_interval(queues, path),
     )
     if queue_settings.batch_size > 32:
         raise ConfigurationError(
@@ -205,6 +245,45 @@ def _positive_int(
             f"(remove it to use the default {default}).",
         )
     return value
+
+
+def _non_negative_int_or_none(section: Mapping[str, Any], key: str, path: Path) -> int | None:
+    value = section.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(
+            "settings_file_invalid",
+            f"{path}: extensions.queues.{key} must be an integer >= 0, got {value!r} "
+            "(remove it to use the default, batchSize / 2 * processors).",
+        )
+    return value
+
+
+def _polling_interval(queues: Mapping[str, Any], path: Path) -> timedelta | None:
+    """host.json's maxPollingInterval: a TimeSpan, or milliseconds as Functions 1.x wrote it; at least 100 ms
+    (SDK_STORAGE Queues/Config/QueuesOptions.cs L95-109 refuses less)."""
+    value = queues.get("maxPollingInterval")
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        interval = timedelta(milliseconds=value)
+    else:
+        interval = _timespan(queues, "maxPollingInterval", timedelta(0), path, "extensions.queues")
+    if interval < MIN_POLLING_INTERVAL:
+        raise ConfigurationError(
+            "settings_file_invalid",
+            f"{path}: extensions.queues.maxPollingInterval is {interval}; "
+            "it must not be less than 00:00:00.100 (the queue listener's minimum).",
+        )
+    return interval
+
+
+def _processor_count() -> int:
+    """Environment.ProcessorCount: the processors this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def _string(section: Mapping[str, Any], key: str, default: str, path: Path, where: str) -> str:

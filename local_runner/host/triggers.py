@@ -12,8 +12,16 @@ request would reach another blob) keeps its receipt in this host's memory. `Queu
 messages, deletes them on success, makes them visible again on failure and moves them to
 `<queue>-poison` after host.json `maxDequeueCount` attempts.
 
+Both deliver concurrently within host.json's limits, as the Functions host's queue listener does (the
+blob trigger's too: the host hands found blobs to a queue listener of its own): a batch of at most
+`batchSize` at once, the next batch as soon as no more than `newBatchThreshold` are still running, so at most
+batchSize + newBatchThreshold invocations of one function run at once. An empty pass waits with the listener's
+randomized exponential back-off (100 ms, then about twice as long each time, up to the longest interval),
+which goes back to the minimum once something was found.
+
 Each poller runs in its own thread (`start`/`stop`) and waits through a `Clock` between passes;
-`poll_once()` runs one pass synchronously, so tests and a clock-driven host can step them.
+`poll_once()` runs one pass synchronously (its batches concurrently; it returns once they have all
+finished), so tests and a clock-driven host can step them.
 """
 
 from __future__ import annotations
@@ -22,12 +30,17 @@ import base64
 import binascii
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import os
+import random
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +63,12 @@ from local_runner.host.functions import (
     blob_trigger_input,
     queue_trigger_input,
 )
-from local_runner.host.settings import HostSettings, MessageEncoding
+from local_runner.host.settings import (
+    MIN_POLLING_INTERVAL,
+    HostSettings,
+    MessageEncoding,
+    QueueSettings,
+)
 from orchestrations.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +76,10 @@ logger = logging.getLogger(__name__)
 HOSTS_CONTAINER = "azure-webjobs-hosts"
 RECEIPTS_DIRECTORY = "blobreceipts"
 BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"
+# The longest a polling blob trigger goes without reading its receipts again while its listing stays the same:
+# the Functions host's full container scan comes as often (ScanBlobScanLogHybridPollingStrategy.cs L23 in
+# azure-webjobs-sdk @f79ea0bf, src/Microsoft.Azure.WebJobs.Extensions.Storage/Blobs/Listeners).
+RECEIPTS_REFRESH_SECONDS = 10.0
 _SETTING_REFERENCE = re.compile(r"%([^%]+)%")
 
 
@@ -122,19 +144,86 @@ class BlobPath:
         return self.pattern.fullmatch(blob_name) is not None
 
 
-class TriggerPoller(ABC):
-    """A polling thread: `poll_once` until stopped, waiting `interval` on the clock when idle."""
+class Backoff:
+    """The queue listener's delay between polls: RandomizedExponentialBackoffStrategy.GetNextDelay.
 
-    def __init__(self, name: str, clock: Clock, interval: float) -> None:
+    Azure/azure-webjobs-sdk @f79ea0bf src/Microsoft.Azure.WebJobs.Host/Timers/RandomizedExponentialBackoffStrategy.cs
+    L55-92: after a poll that found work, the minimum; else the minimum plus (0.8 to 1.2) * 2^(n-1) * minimum,
+    n counting the empty polls since, until that reaches the maximum, which then holds. QueueListener.cs
+    (src/Microsoft.Azure.WebJobs.Extensions.Storage/Queues/Listeners) L125 builds it with the minimum of
+    QueuePollingIntervals.cs (100 ms) as both minimum and step, and L286-292 asks it for the next delay whenever
+    a poll found nothing, telling it whether any poll found messages since the last delay.
+    """
+
+    RANDOMIZATION = 0.2
+
+    def __init__(self, minimum: float, maximum: float, *, uniform: Callable[[float, float], float] = random.uniform):
+        if not 0 <= minimum <= maximum:
+            raise ValueError(f"the back-off needs 0 <= minimum <= maximum, got {minimum} and {maximum}")
+        self.minimum, self.maximum = minimum, maximum
+        self._uniform = uniform
+        self._current = 0.0
+        self._exponent = 0
+
+    def next_delay(self, *, found_since_last_delay: bool) -> float:
+        if found_since_last_delay:
+            self._current, self._exponent = self.minimum, 1
+        elif self._current != self.maximum:
+            interval = self.minimum
+            if self._exponent > 0:
+                factor = self._uniform(1 - self.RANDOMIZATION, 1 + self.RANDOMIZATION)
+                interval += factor * 2 ** (self._exponent - 1) * self.minimum
+            if interval < self.maximum:
+                self._current, self._exponent = interval, self._exponent + 1
+            else:
+                self._current = self.maximum
+        return self._current
+
+
+class TriggerPoller(ABC):
+    """A polling thread delivering up to `batch_size` items at once, fetching more at `new_batch_threshold`.
+
+    The loop is QueueListener.ExecuteAsync's (azure-webjobs-sdk @f79ea0bf,
+    src/Microsoft.Azure.WebJobs.Extensions.Storage/Queues/Listeners/QueueListener.cs L168-316): fetch at most a
+    batch and start every item of it; if it found any, wait until no more than NewBatchThreshold are still
+    running (WaitForNewBatchThreshold) and fetch again at once; if it found none, wait the back-off's delay.
+    Subclasses say how to fetch: `_fetch` returns (key, delivery) pairs, each delivery run on a worker thread.
+    A fetch and the start of what it fetched are one step (a lock), so a pass of `poll_once` and the polling
+    thread never both start the same item.
+    """
+
+    def __init__(
+        self, name: str, clock: Clock, *, batch_size: int, new_batch_threshold: int, backoff: Backoff
+    ) -> None:
+        if batch_size < 1 or new_batch_threshold < 0:
+            raise ValueError(f"batch_size must be >= 1 and new_batch_threshold >= 0, got {batch_size}, "
+                             f"{new_batch_threshold}")
         self.name = name
+        self.batch_size = batch_size
+        self.new_batch_threshold = new_batch_threshold
         self._clock = clock
-        self._interval = interval
+        self._backoff = backoff
+        self._found_since_last_delay = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._in_flight: dict[Any, concurrent.futures.Future[int]] = {}
+        self._settled = threading.Condition()
+        self._fetching = threading.Lock()
+        self._workers: concurrent.futures.ThreadPoolExecutor | None = None
 
-    @abstractmethod
+    @property
+    def max_in_flight(self) -> int:
+        """The most invocations this poller runs at once: batchSize + newBatchThreshold."""
+        return self.batch_size + self.new_batch_threshold
+
     def poll_once(self) -> int:
-        """One pass, synchronous: deliver what is pending; how many items were handled."""
+        """One pass, synchronous: deliver what is pending, a batch at a time; how many items were handled."""
+        futures = started = self._fetch_and_start()
+        while started:
+            self._wait_for_in_flight(self.new_batch_threshold)
+            started = self._fetch_and_start(more_of_this_pass=True)
+            futures = futures + started
+        return sum(future.result() for future in futures)
 
     def start(self) -> None:
         if self._thread is None:
@@ -143,25 +232,84 @@ class TriggerPoller(ABC):
             self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop after the current pass (an invocation in flight finishes first)."""
+        """Stop fetching; the invocations in flight finish first (QueueListener.StopAsync, L147-155, awaits them)."""
         self._stopping.set()
+        with self._settled:
+            self._settled.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self._wait_for_in_flight(0, timeout=timeout)
+        with self._fetching:
+            workers, self._workers = self._workers, None
+        if workers is not None:
+            workers.shutdown(wait=False)
+
+    @abstractmethod
+    def _fetch(self, *, more_of_this_pass: bool) -> list[tuple[Any, Callable[[], int]]]:
+        """At most a batch of (key, delivery) pairs not in flight; a delivery returns the items it handled."""
+
+    def _fetch_and_start(self, *, more_of_this_pass: bool = False) -> list[concurrent.futures.Future[int]]:
+        started = []
+        with self._fetching:
+            if self._workers is None:
+                self._workers = concurrent.futures.ThreadPoolExecutor(self.max_in_flight, thread_name_prefix=self.name)
+            for key, delivery in self._fetch(more_of_this_pass=more_of_this_pass):
+                with self._settled:
+                    if key in self._in_flight:
+                        continue
+                    future = self._workers.submit(delivery)
+                    self._in_flight[key] = future
+                future.add_done_callback(functools.partial(self._done, key))
+                started.append(future)
+        return started
+
+    def _done(self, key: Any, future: concurrent.futures.Future[int]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            logger.warning("%s: delivering %s failed", self.name, key, exc_info=future.exception())
+        with self._settled:
+            self._in_flight.pop(key, None)
+            self._settled.notify_all()
+
+    def _is_in_flight(self, key: Any) -> bool:
+        with self._settled:
+            return key in self._in_flight
+
+    def _wait_for_in_flight(self, at_most: int, timeout: float | None = None) -> None:
+        with self._settled:
+            self._settled.wait_for(lambda: len(self._in_flight) <= at_most, timeout)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                handled = self.poll_once()
+                started = self._fetch_and_start()
             except Exception:
                 logger.warning("%s: polling failed; retrying", self.name, exc_info=True)
-                handled = 0
-            if not handled:
-                self._clock.wait(self._stopping, self._interval)
+                started = []
+            if started:
+                self._found_since_last_delay = True
+                with self._settled:
+                    self._settled.wait_for(
+                        lambda: len(self._in_flight) <= self.new_batch_threshold or self._stopping.is_set()
+                    )
+                continue
+            delay = self._backoff.next_delay(found_since_last_delay=self._found_since_last_delay)
+            self._found_since_last_delay = False
+            self._clock.wait(self._stopping, delay)
 
 
 class BlobTriggerPoller(TriggerPoller):
-    """Delivers new and changed blobs to one blob-trigger function, one at a time, with receipts."""
+    """Delivers new and changed blobs to one blob-trigger function, a batch at once, with receipts.
+
+    The Functions host's scan hands each blob it finds to its blob trigger queue, whose queue listener
+    (host.json's queue settings) runs the function: SharedBlobQueueListenerFactory.cs L68-70 (azure-webjobs-sdk
+    @f79ea0bf, src/Microsoft.Azure.WebJobs.Extensions.Storage/Blobs/Listeners). So blobs are delivered
+    within batchSize and newBatchThreshold, as queue messages are. A pass lists the container; the blobs it
+    finds are delivered a batch at a time before the next listing, as the host's queue holds what its scan
+    found. A listing reads the receipts again when what it lists changed, and at least every
+    `RECEIPTS_REFRESH_SECONDS` (a pass of `poll_once` always does), so a receipt lost meanwhile means one more
+    delivery, as the host delivers at least once; an idle pass costs one listing.
+    """
 
     def __init__(
         self,
@@ -174,10 +322,18 @@ class BlobTriggerPoller(TriggerPoller):
         interval: float = 0.5,
         max_attempts: int = 5,
         message_encoding: MessageEncoding = "base64",
+        batch_size: int = QueueSettings.batch_size,
+        new_batch_threshold: int | None = None,
     ) -> None:
+        """`interval`: the longest wait between listings of a container where nothing new was found."""
         if function.trigger.type != BLOB_TRIGGER:
             raise ValueError(f"{function.name} is not a blob trigger ({function.trigger.type})")
-        super().__init__(f"blob-trigger-{function.name}", clock, interval)
+        limits = QueueSettings(batch_size=batch_size, new_batch_threshold=new_batch_threshold)
+        minimum = min(MIN_POLLING_INTERVAL.total_seconds(), interval)
+        super().__init__(
+            f"blob-trigger-{function.name}", clock, batch_size=batch_size,
+            new_batch_threshold=limits.effective_new_batch_threshold(), backoff=Backoff(minimum, interval),
+        )
         raw_path = str(function.trigger.raw.get("path", ""))
         self.path = BlobPath.parse(resolve_setting_references(raw_path, f"{function.name} path"))
         self._function = function
@@ -186,33 +342,65 @@ class BlobTriggerPoller(TriggerPoller):
         self._max_attempts = max_attempts
         self._encoding = message_encoding
         self._connection_name = str(function.trigger.raw.get("connection") or "AzureWebJobsStorage")
-        # (etag, blob name) -> attempts, for blobs whose receipt cannot be kept in storage.
+        # (etag, blob name) -> attempts so far, max_attempts once completed: the receipts as the last listing
+        # read them, what this poller recorded since that read began (a receipt written after it), and the
+        # blobs whose receipt cannot be kept in storage (for as long as this poller lives).
+        self._receipts: dict[tuple[str, str], int] = {}
+        self._recent: dict[tuple[str, str], int] = {}
         self._unrecorded: dict[tuple[str, str], int] = {}
+        self._attempts_lock = threading.Lock()
+        # Blobs of the current pass's listing not yet started: the host's blob trigger queue.
+        self._pending: deque[BlobProperties] = deque()
+        # What the last receipts read saw listed, and when receipts are read again even if nothing changed.
+        self._listed: frozenset[tuple[str, str]] | None = None
+        self._receipts_due = 0.0
         service = BlobServiceClient.from_connection_string(connection_string)
         self._container = service.get_container_client(self.path.container)
         self._hosts = service.get_container_client(HOSTS_CONTAINER)
         self._poison = QueueClient.from_connection_string(connection_string, BLOB_POISON_QUEUE)
 
-    def poll_once(self) -> int:
-        attempts = self._read_receipts()
-        handled = 0
-        try:
-            blobs = list(
-                self._container.list_blobs(name_starts_with=self.path.prefix, include=["metadata"])
-            )
-        except ResourceNotFoundError:
-            return 0
-        for blob in blobs:
+    def _fetch(self, *, more_of_this_pass: bool) -> list[tuple[Any, Callable[[], int]]]:
+        if not self._pending and not more_of_this_pass:
+            self._pending.extend(self._list_new())
+        batch: list[tuple[Any, Callable[[], int]]] = []
+        while self._pending and len(batch) < self.batch_size:
+            blob = self._pending.popleft()
             etag = blob.etag.strip('"')
-            tries = max(attempts.get((etag, blob.name), 0), self._unrecorded.get((etag, blob.name), 0))
-            if self.path.matches(blob.name) and tries < self._max_attempts:
-                try:
-                    handled += self._deliver(blob, etag, previous_attempts=tries)
-                except Exception:  # even the poison queue failed: one blob never stops the pass
-                    logger.warning("Blob %s/%s: delivery failed", self.path.container, blob.name, exc_info=True)
-                    self._unrecorded[(etag, blob.name)] = tries + 1
-                    handled += 1
-        return handled
+            key = (etag, blob.name)
+            if self._is_in_flight(key):  # first: a delivery settles (its attempts known) before it leaves
+                continue
+            tries = self._tries(key)
+            if tries < self._max_attempts:
+                batch.append((key, functools.partial(self._attempt, blob, etag, tries)))
+        return batch
+
+    def poll_once(self) -> int:
+        self._listed = None  # an explicit pass reads the receipts, whatever changed
+        return super().poll_once()
+
+    def _list_new(self) -> list[BlobProperties]:
+        """The blobs of the trigger's path that have attempts left; [] while the container does not exist."""
+        include = None if self._function.trigger.sdk_type is not None else ["metadata"]
+        try:
+            listing = [
+                blob for blob in self._container.list_blobs(name_starts_with=self.path.prefix, include=include)
+                if self.path.matches(blob.name)
+            ]
+        except ResourceNotFoundError:
+            return []
+        listed = frozenset((blob.etag.strip('"'), blob.name) for blob in listing)
+        if listed != self._listed or time.monotonic() >= self._receipts_due:
+            with self._attempts_lock:
+                self._recent = {}  # from here on, a settled blob is in the receipts read below or in _recent
+            receipts = self._read_receipts()
+            with self._attempts_lock:
+                self._receipts = receipts
+            self._listed, self._receipts_due = listed, time.monotonic() + RECEIPTS_REFRESH_SECONDS
+        return [blob for blob in listing if self._tries((blob.etag.strip('"'), blob.name)) < self._max_attempts]
+
+    def _tries(self, key: tuple[str, str]) -> int:
+        with self._attempts_lock:
+            return max(self._receipts.get(key, 0), self._recent.get(key, 0), self._unrecorded.get(key, 0))
 
     def _read_receipts(self) -> dict[tuple[str, str], int]:
         """(etag, blob name) -> attempts so far; a completed receipt counts as max_attempts."""
@@ -230,6 +418,15 @@ class BlobTriggerPoller(TriggerPoller):
         except ResourceNotFoundError:
             pass
         return found
+
+    def _attempt(self, blob: BlobProperties, etag: str, tries: int) -> int:
+        try:
+            return self._deliver(blob, etag, previous_attempts=tries)
+        except Exception:  # even the poison queue failed: one blob never stops the others
+            logger.warning("Blob %s/%s: delivery failed", self.path.container, blob.name, exc_info=True)
+            with self._attempts_lock:
+                self._unrecorded[(etag, blob.name)] = tries + 1
+            return 1
 
     def _deliver(self, blob: BlobProperties, etag: str, *, previous_attempts: int) -> int:
         """One attempt at one blob: 1 if it counted (whatever happened), 0 if the blob changed meanwhile."""
@@ -280,18 +477,22 @@ class BlobTriggerPoller(TriggerPoller):
     def _settle(self, blob_name: str, etag: str, *, tries: int, succeeded: bool) -> None:
         """Record an attempt: completed on success or at the last attempt (then to the poison queue)."""
         completed = succeeded or tries >= self._max_attempts
+        attempts = self._max_attempts if completed else tries
         if not succeeded and completed:
             self._send_to_poison(blob_name, etag, tries)
         if _addressable(blob_name):
             try:
                 self._write_receipt(blob_name, etag, completed=completed, tries=tries)
+                with self._attempts_lock:  # after the write: a listing reading receipts now sees one or the other
+                    self._recent[(etag, blob_name)] = attempts
                 return
             except Exception as exc:
                 logger.warning(
                     "Receipt of blob %s/%s not written (%s); this host keeps it in memory",
                     self.path.container, blob_name, type(exc).__name__,
                 )  # fmt: skip
-        self._unrecorded[(etag, blob_name)] = self._max_attempts if completed else tries
+        with self._attempts_lock:
+            self._unrecorded[(etag, blob_name)] = attempts
 
     def _write_receipt(self, blob_name: str, etag: str, *, completed: bool, tries: int) -> None:
         name = blob_receipt_name(
@@ -322,7 +523,7 @@ class BlobTriggerPoller(TriggerPoller):
 
 
 class QueueTriggerPoller(TriggerPoller):
-    """Delivers one queue's messages to a queue-trigger function, with host.json retry rules."""
+    """Delivers one queue's messages to a queue-trigger function, with host.json's batch and retry rules."""
 
     def __init__(
         self,
@@ -332,17 +533,27 @@ class QueueTriggerPoller(TriggerPoller):
         clock: Clock,
         *,
         host_settings: HostSettings,
-        interval: float = 0.5,
+        interval: float | None = None,
         visibility_timeout_seconds: int = 60,
     ) -> None:
+        """`interval`, if given, caps the longest wait between polls of an empty queue below host.json's, as
+        QueueListener's own maxPollingInterval argument does (QueueListener.cs L117-123); the host passes none."""
         if function.trigger.type != QUEUE_TRIGGER:
             raise ValueError(f"{function.name} is not a queue trigger ({function.trigger.type})")
-        super().__init__(f"queue-trigger-{function.name}", clock, interval)
+        settings = host_settings.queues
+        longest = settings.polling_ceiling().total_seconds()
+        if interval is not None:
+            longest = min(longest, interval)
+        super().__init__(
+            f"queue-trigger-{function.name}", clock, batch_size=settings.batch_size,
+            new_batch_threshold=settings.effective_new_batch_threshold(),
+            backoff=Backoff(min(MIN_POLLING_INTERVAL.total_seconds(), longest), longest),
+        )
         raw_name = str(function.trigger.raw.get("queueName", ""))
         self.queue_name = resolve_setting_references(raw_name, f"{function.name} queueName")
         self._function = function
         self._invoker = invoker
-        self._settings = host_settings.queues
+        self._settings = settings
         self._lease_seconds = visibility_timeout_seconds
         # No encode/decode policy: bodies are read and moved to poison exactly as they were sent.
         self._queue = QueueClient.from_connection_string(connection_string, self.queue_name)
@@ -351,23 +562,21 @@ class QueueTriggerPoller(TriggerPoller):
         )
         self._queue_ready = False
 
-    def poll_once(self) -> int:
+    def _fetch(self, *, more_of_this_pass: bool) -> list[tuple[Any, Callable[[], int]]]:
+        """One GetMessages of at most batchSize; a pass of `poll_once` is that one batch."""
+        if more_of_this_pass:
+            return []
         if not self._queue_ready:
             _create_queue(self._queue)
             self._queue_ready = True
-        batch = self._settings.batch_size
+        batch = self.batch_size
         messages = list(
             self._queue.receive_messages(
                 messages_per_page=batch, max_messages=batch, visibility_timeout=self._lease_seconds
             )
         )
-        # The Functions host runs a batch's invocations at once (host.json batchSize), not one by one: a slow
-        # message must not hold up the others (QueueListener / QueueProcessor in the WebJobs storage extension).
-        started = [(message, self._start(message)) for message in messages]
-        for message, invocation in started:
-            if invocation is not None:
-                self._settle(message, invocation)
-        return len(messages)
+        # Started here, all of the batch at once (QueueListener.cs L245-264); each settles on a worker thread.
+        return [(message.id, functools.partial(self._settle, message, self._start(message))) for message in messages]
 
     def _start(self, message: QueueMessage) -> concurrent.futures.Future[Any] | None:
         """Submit the message's invocation; None when it went to the poison queue instead."""
@@ -392,8 +601,12 @@ class QueueTriggerPoller(TriggerPoller):
         reason = f"New queue message detected on '{self.queue_name}'."
         return self._invoker.submit(self._function, value, reason=reason)
 
-    def _settle(self, message: QueueMessage, invocation: concurrent.futures.Future[Any]) -> None:
-        """Delete the message once its invocation succeeded; else retry it later, or poison it."""
+    def _settle(self, message: QueueMessage, invocation: concurrent.futures.Future[Any] | None) -> int:
+        """Delete the message once its invocation succeeded; else retry it later, or poison it. 1: one handled.
+
+        None: the message went to the poison queue without an invocation."""
+        if invocation is None:
+            return 1
         max_count = self._settings.max_dequeue_count
         try:
             invocation.result()
@@ -406,8 +619,9 @@ class QueueTriggerPoller(TriggerPoller):
                     pop_receipt=message.pop_receipt,
                     visibility_timeout=int(self._settings.visibility_timeout.total_seconds()),
                 )
-            return
+            return 1
         self._queue.delete_message(message)
+        return 1
 
     def _move_to_poison(self, message: QueueMessage, why: str) -> None:
         logger.error(

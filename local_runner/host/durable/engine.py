@@ -26,6 +26,7 @@ import threading
 import time
 import traceback
 import uuid
+import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -77,11 +78,17 @@ class OrchestrationEngine:
         self.task_hub = task_hub
         self._executor = ThreadPoolExecutor(activity_workers, thread_name_prefix="durable-activity")
         self._states: dict[str, InstanceState] = {}
-        self._locks: dict[str, threading.RLock] = {}
+        # One lock per instance, alive while someone holds or waits for it (so finished runs leave none behind).
+        self._locks: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
         self._guard = threading.Lock()
         self._running: set[tuple[str, str, int]] = set()
         # Instances whose write failed: dropped from memory, taken up again from the store.
         self._evicted: set[str] = set()
+        # Instances changed since the scheduler last looked at them (a round looks at these only), the
+        # earliest timer it knows of, and when it next looks at every instance anyway (see `_to_visit`).
+        self._dirty: set[str] = set()
+        self._next_timer: datetime | None = None
+        self._next_sweep = 0.0
         self._loaded = False
         # `_version` counts every change, `_busy` the episodes and activities under way.
         self._changed = threading.Condition()
@@ -146,7 +153,7 @@ class OrchestrationEngine:
             self._save(state)
         logger.info("Started orchestration %s (%s)", instance_id, name,
                     extra={"instance_id": instance_id})
-        self._notify()
+        self._notify(instance_id)
         return instance_id
 
     def raise_event(self, instance_id: str, name: str, data_json: str | None = None) -> None:
@@ -285,22 +292,42 @@ class OrchestrationEngine:
         self._ensure_loaded()
         did = self._reload_evicted()
         now = self._clock.now()
-        for instance_id in self._active_ids():
+        for instance_id in self._to_visit(now):
             did |= self._fire_timers(instance_id, now)
             did |= self._redispatch(instance_id)
             did |= self._run_episode(instance_id)
+            self._note_next_timer(instance_id)
         return did
 
+    def _to_visit(self, now: datetime) -> list[str]:
+        """The instances this round looks at: those changed since the last round; every unfinished one when a
+        timer is due, and at least every IDLE_RECHECK_SECONDS whatever happened, so a round costs what changed,
+        not what is running (a burst of runs keeps hundreds of instances waiting on their jobs)."""
+        with self._guard:
+            due = self._next_timer is not None and self._next_timer <= now
+            if not due and time.monotonic() < self._next_sweep:
+                changed, self._dirty = self._dirty, set()
+                return [i for i in changed if (s := self._states.get(i)) is not None and not s.status.is_terminal]
+            self._dirty.clear()
+            self._next_timer = None
+            self._next_sweep = time.monotonic() + IDLE_RECHECK_SECONDS
+        return self._active_ids()
+
+    def _note_next_timer(self, instance_id: str) -> None:
+        with self._lock(instance_id):
+            state = self._states.get(instance_id)
+            when = episode.next_timer_due(state) if state is not None and not state.status.is_terminal else None
+        if when is not None:
+            with self._guard:
+                if self._next_timer is None or when < self._next_timer:
+                    self._next_timer = when
+
     def _seconds_to_next_timer(self) -> float:
-        due = []
-        for instance_id in self._active_ids():
-            with self._lock(instance_id):
-                state = self._states.get(instance_id)
-                if state is not None and (when := episode.next_timer_due(state)) is not None:
-                    due.append(when)
-        if not due:
+        with self._guard:
+            due = self._next_timer
+        if due is None:
             return IDLE_RECHECK_SECONDS
-        until = (min(due) - self._clock.now()).total_seconds()
+        until = (due - self._clock.now()).total_seconds()
         return max(0.0, min(IDLE_RECHECK_SECONDS, until))
 
     def _fire_timers(self, instance_id: str, now: datetime) -> bool:
@@ -309,7 +336,7 @@ class OrchestrationEngine:
             if state is None or state.status.is_terminal or not episode.fire_due_timers(state, now):
                 return False
             self._save_or_forget(state)
-        self._notify()
+        self._notify(instance_id)
         return True
 
     def _redispatch(self, instance_id: str) -> bool:
@@ -331,7 +358,7 @@ class OrchestrationEngine:
             execution_id, status = state.execution_id, state.status
         self._report(instance_id, status, result)
         self._dispatch(instance_id, execution_id, result.dispatch)
-        self._notify()
+        self._notify(instance_id)  # looked at once more: a new generation, say, needs its first episode
         return True
 
     def _replay(
@@ -416,7 +443,7 @@ class OrchestrationEngine:
             self._running.discard((instance_id, execution_id, seq))
         with self._changed:
             self._busy -= 1
-        self._notify()
+        self._notify(instance_id)
 
     # -- state and storage -----------------------------------------------------------------------
 
@@ -455,8 +482,9 @@ class OrchestrationEngine:
                     continue
                 with self._guard:
                     self._evicted.discard(instance_id)
-                    if state is not None and instance_id not in self._states:
+                    if state is not None and not state.status.is_terminal and instance_id not in self._states:
                         self._states[instance_id] = state
+                        self._dirty.add(instance_id)
                         back = True
         if back:
             logger.info("Took up %d orchestration(s) again after failed writes", len(evicted))
@@ -474,7 +502,9 @@ class OrchestrationEngine:
     @contextmanager
     def _lock(self, instance_id: str) -> Iterator[None]:
         with self._guard:
-            lock = self._locks.setdefault(instance_id, threading.RLock())
+            lock = self._locks.get(instance_id)
+            if lock is None:
+                lock = self._locks[instance_id] = threading.RLock()
         with lock:
             yield
 
@@ -487,8 +517,9 @@ class OrchestrationEngine:
         state = self._store.get(instance_id)
         with self._guard:
             self._evicted.discard(instance_id)
-            if state is not None:
+            if state is not None and not state.status.is_terminal:
                 self._states[instance_id] = state
+                self._dirty.add(instance_id)
         return state
 
     def _change_active(self, instance_id: str, change: Callable[[InstanceState], T]) -> T:
@@ -500,11 +531,15 @@ class OrchestrationEngine:
                 raise InstanceGoneError(instance_id, state.status.value)
             result = change(state)
             self._save(state)
-        self._notify()
+        self._notify(instance_id)
         return result
 
     def _save(self, state: InstanceState) -> None:
-        """Write through; on failure, replace this engine's changed copy with the stored one."""
+        """Write through; on failure, replace this engine's changed copy with the stored one.
+
+        A finished instance is not kept in memory: the store answers for it from then on, so the
+        engine's memory holds the unfinished instances only, however many runs came before.
+        """
         try:
             self._store.save(state)
         except Exception:
@@ -515,7 +550,10 @@ class OrchestrationEngine:
                 self._find(state.instance_id)
             raise
         with self._guard:
-            self._states[state.instance_id] = state
+            if state.status.is_terminal:
+                self._states.pop(state.instance_id, None)
+            else:
+                self._states[state.instance_id] = state
 
     def _save_or_forget(self, state: InstanceState) -> bool:
         try:
@@ -526,7 +564,11 @@ class OrchestrationEngine:
             return False
         return True
 
-    def _notify(self) -> None:
+    def _notify(self, instance_id: str | None = None) -> None:
+        """Something changed (in `instance_id`, if given): wake the scheduler and the waiters."""
+        if instance_id is not None:
+            with self._guard:
+                self._dirty.add(instance_id)
         with self._changed:
             self._version += 1
             self._changed.notify_all()
