@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
+import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +54,7 @@ def reexport_portfolio(path: Path, output_dir: Path) -> dict[str, Any]:
     """The manifest entry of one input file, after writing its portfolios to `output_dir`."""
     entry: dict[str, Any] = {"input_filename": path.name, "input_md5": None, "system_info": system_info()}
     try:
-        facts = scan_file(path)  # its MD5 is still being computed, in a thread: `_input_md5`
+        facts = scan_file(path)  # its MD5 is still being taken, in another process: `_input_md5`
     except OSError as error:
         return _refused(entry, _unreadable(error))
     try:
@@ -102,13 +102,13 @@ def system_info() -> dict[str, Any]:
         "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "package": PACKAGE_NAME,
         "packageVersion": __version__,
-        "pythonVersion": platform.python_version(),
+        "pythonVersion": sys.version.split()[0],  # platform.python_version()'s, without importing platform
         "dependencies": [],
     }
 
 
 def _input_md5(facts: FileFacts) -> str:
-    """The input's MD5, waiting for its thread; PortfolioFileError `unreadable` if it failed."""
+    """The input's MD5, waiting for its process; PortfolioFileError `unreadable` if it failed."""
     try:
         return facts.md5
     except OSError as error:

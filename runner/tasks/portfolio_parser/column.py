@@ -38,7 +38,9 @@ class Column:
 
     @property
     def has_missing(self) -> bool:
-        return "" in self.values
+        """Whether a value is missing (empty); found in the joined text, not value by value."""
+        joined = self.joined
+        return bool(self.values) and (not self.values[0] or not self.values[-1] or SEPARATOR * 2 in joined)
 
 
 def clean_column(raw: Sequence[str] | Repeated, *, join: bool = False) -> Column:
@@ -51,7 +53,7 @@ def clean_column(raw: Sequence[str] | Repeated, *, join: bool = False) -> Column
     if join and isinstance(raw, list):
         joined = SEPARATOR.join(raw)
         if joined.isascii() and not any(char in joined for char in _ASCII_SPACE):
-            if "NA" in joined and "NA" in raw:
+            if "NA" in joined and _holds_na(joined):  # not `"NA" in raw`: a compare per value
                 return Column(["" if value == "NA" else value for value in raw])
             column = Column(raw)
             column.__dict__["joined"] = joined  # the cached_property's value
@@ -60,3 +62,9 @@ def clean_column(raw: Sequence[str] | Repeated, *, join: bool = False) -> Column
     if "NA" in values:
         values = ["" if value == "NA" else value for value in values]
     return Column(values)
+
+
+def _holds_na(joined: str) -> bool:
+    """Whether a value of the joined column is `NA` (ISINs often hold the letters)."""
+    na = "NA" + SEPARATOR
+    return joined == "NA" or joined.startswith(na) or joined.endswith(SEPARATOR + "NA") or SEPARATOR + na in joined

@@ -200,14 +200,34 @@ def _close(output: _Output, open_outputs: list[_Output]) -> None:
 
 def _render_piece(piece: GroupPiece, marks: Marks, log: WarningLog) -> bytes:
     """The rows' CSV lines. Each column is made into its part of a line (`"isin",`, the value,
-    `,"currency"` and the line end) on the joined column; then the parts are interleaved."""
+    `,"currency"` and the line end) on the joined column; then the parts are interleaved. When no
+    isin or currency is missing or holds a quote (the usual piece), the quotes and commas go
+    between the values as parts of their own instead: no string is made for each one."""
     values = render_values(piece.values, marks)
     _log_market_values(piece, values, marks, log)
-    parts: list[str] = [""] * (3 * piece.count)
+    if _as_is(piece.isins) and _as_is(piece.currencies):
+        parts = ['"', "", '",', "", ',"', "", '"\n'] * piece.count
+        parts[1::7] = piece.isins.split(SEPARATOR)
+        parts[3::7] = values.fields
+        parts[5::7] = piece.currencies.split(SEPARATOR)
+        return "".join(parts).encode("utf-8")
+    parts = [""] * (3 * piece.count)
     parts[0::3] = _decorated(piece.isins, '"', '",')
     parts[1::3] = values.fields
     parts[2::3] = _decorated(piece.currencies, ',"', '"\n')
     return "".join(parts).encode("utf-8")
+
+
+def _as_is(joined: str) -> bool:
+    """Whether every value of a joined column is written as it is between quotes: none missing
+    (empty), none holding a quote (to be doubled)."""
+    return (
+        bool(joined)
+        and '"' not in joined
+        and SEPARATOR * 2 not in joined
+        and not joined.startswith(SEPARATOR)
+        and not joined.endswith(SEPARATOR)
+    )
 
 
 def _decorated(joined: str, before: str, after: str) -> list[str]:

@@ -20,11 +20,14 @@ from dataclasses import dataclass
 from itertools import compress, islice, repeat
 from operator import add, itemgetter, mul, ne, or_
 from pathlib import Path
-from typing import IO
+from typing import IO, Union
 
 from runner.tasks.portfolio_parser.column import SEPARATOR, Column
 
 GroupKey = tuple[str | None, ...]
+# The line of each row of a piece: a range when they follow one another (no blank line between
+# them: a few bytes, however many rows), else each one.
+Lines = Union["array[int]", range]
 # About 10 MB of portfolio rows; a 200,000-row file of typical rows spills nothing.
 BUFFERED_ROWS = 250_000
 # More key changes than this in one block: its groups are interleaved, not one after the other.
@@ -35,7 +38,7 @@ MAX_RUNS = 1_000
 class GroupPiece:
     """Consecutive rows (in file order) of one group."""
 
-    lines: array[int]
+    lines: Lines
     isins: str
     values: str
     currencies: str
@@ -83,12 +86,12 @@ class GroupStore:
         columns = [name.values for name in names]
         data = (isins, values, currencies)
         if all(column.count(column[0]) == count for column in columns):  # the usual case: one group
-            piece = GroupPiece(array("q", lines), isins.joined, values.joined, currencies.joined, count)
+            piece = GroupPiece(_lines(lines), isins.joined, values.joined, currencies.joined, count)
             self._keep(_group_key(columns, 0), piece)
         elif runs := _runs(columns, count):  # groups one after the other
             for start, stop in runs:
                 isin, value, currency = (SEPARATOR.join(column.values[start:stop]) for column in data)
-                piece = GroupPiece(array("q", lines[start:stop]), isin, value, currency, stop - start)
+                piece = GroupPiece(_lines(lines[start:stop]), isin, value, currency, stop - start)
                 self._keep(_group_key(columns, start), piece)
         else:  # rows of groups interleaved: sort the rows by group, file order kept within each
             self._add_interleaved(lines, columns, data)
@@ -120,7 +123,8 @@ class GroupStore:
             return piece
         data = os.pread(self._files[piece.file].fileno(), piece.length, piece.offset)  # no shared file position
         lines, isins, values, currencies, count = marshal.loads(data)
-        return GroupPiece(array("q", lines), isins, values, currencies, count)
+        numbers = range(*lines) if isinstance(lines, tuple) else array("q", lines)
+        return GroupPiece(numbers, isins, values, currencies, count)
 
     def spill_all(self) -> SpilledStore:
         """Write every piece to the spill file (a `named` store's) and say where each is."""
@@ -189,12 +193,18 @@ class GroupStore:
         for entries in self._pieces.values():
             for index, piece in enumerate(entries):
                 if isinstance(piece, GroupPiece):
-                    fields = (piece.lines.tobytes(), piece.isins, piece.values, piece.currencies, piece.count)
+                    lines = piece.lines
+                    spilled = (lines.start, lines.stop) if isinstance(lines, range) else lines.tobytes()
+                    fields = (spilled, piece.isins, piece.values, piece.currencies, piece.count)
                     data = marshal.dumps(fields)
                     entries[index] = Spilled(file, spill.tell(), len(data), piece.count)
                     spill.write(data)
         spill.flush()
         self._buffered_rows = 0
+
+
+def _lines(lines: Sequence[int]) -> Lines:
+    return lines if isinstance(lines, range) else array("q", lines)
 
 
 def _group_key(columns: list[list[str]], row: int) -> GroupKey:

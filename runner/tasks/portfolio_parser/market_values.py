@@ -77,6 +77,8 @@ def _render_plain(joined: str, marks: Marks) -> RenderedValues | None:
         if "." in joined:  # with a decimal comma a point ends the number: not plain
             return None
         joined = joined.replace(",", ".")
+    if (cents := _render_cents(joined)) is not None:
+        return cents
     padded = SEPARATOR + joined + SEPARATOR
     encoded = joined.encode()
     if encoded.translate(None, delete=_PLAIN_BYTES):
@@ -106,11 +108,43 @@ def _render_plain(joined: str, marks: Marks) -> RenderedValues | None:
     if "-" in padded and "-0" in fields:  # R prints minus zero as 0
         fields = ["0" if text == "-0" else text for text in fields]
     if "00000" in padded:  # an integer ending in five or more zeros may be narrower in scientific notation
-        for row in rows_ending(padded, "00000\x00") + stripped:
-            if fields[row].endswith("00000"):
-                fields[row] = format_r_double(float(fields[row]))
+        _scientific(fields, rows_ending(padded, "00000\x00") + stripped)
     negative = [row for row, text in enumerate(fields) if text.startswith("-")] if "-" in padded else []
     return RenderedValues(fields, negative=negative)
+
+
+def _render_cents(joined: str) -> RenderedValues | None:
+    """The usual column, all money: every value digits, a point and two digits (`1234.50`), at
+    most 13 digits before the point, none of them a leading zero; else None. Fewer passes than
+    the general plain route tell it, and two replacements strip the zeros of every fraction:
+    `x.d0` -> `x.d`, then `x.0` -> `x`."""
+    encoded = joined.encode()
+    values = joined.count(SEPARATOR) + 1
+    # Without the digits, every value is one point: no other character, no second point.
+    if encoded.translate(None, delete=_DIGITS) != (b".\x00" * values)[:-1]:
+        return None
+    nines = encoded.translate(_DIGITS_AS_NINES)
+    padded = SEPARATOR + joined + SEPARATOR
+    if (
+        (nines + b"\x00").count(b".99\x00") != values  # two decimals each
+        or _TOO_MANY_DIGITS in nines
+        or "\x00." in padded  # `.50`: the general route reads it as 0.50
+        or ("\x000" in padded and _LEADING_ZERO.search(padded))
+    ):
+        return None
+    padded = padded.replace("0\x00", "\x00").replace(".0\x00", "\x00")
+    fields = padded[1:-1].split(SEPARATOR)
+    if "00000\x00" in padded:
+        _scientific(fields, rows_ending(padded, "00000\x00"))
+    return RenderedValues(fields)
+
+
+def _scientific(fields: list[str], rows: list[int]) -> None:
+    """Among `rows`, integers ending in five or more zeros, which may be narrower in scientific
+    notation, as R writes them."""
+    for row in rows:
+        if fields[row].endswith("00000"):
+            fields[row] = format_r_double(float(fields[row]))
 
 
 def rows_ending(padded: str, ending: str) -> list[int]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import pickle
 import signal
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -113,6 +112,8 @@ class Pending(Generic[T]):
             self._reader = None
 
     def _collect(self) -> tuple[bool, object]:
+        import pickle  # only where a process was forked (a parse in one process never needs it)
+
         assert self._reader is not None
         chunks = []
         while chunk := os.read(self._reader, 1 << 20):  # read to the end before waiting: no deadlock
@@ -173,6 +174,8 @@ def fork_call(function: Callable[..., T], *args: object) -> Pending[T]:
 
 
 def _send(writer: int, function: Callable[..., object], args: tuple[object, ...]) -> None:
+    import pickle
+
     try:
         outcome: tuple[bool, object] = (True, function(*args))
     except BaseException as error:  # everything goes back to the parent, which decides

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import math
 import sys
-from fractions import Fraction
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fractions import Fraction
 
 R_DIGITS = 15  # write.table's R_print.digits (DBL_DIG)
 KP_MAX = 27  # format.c's long double power table reaches 1e27
@@ -73,6 +76,8 @@ def _shortest_digits(text: str) -> tuple[str, int]:
 
 def _scientific_long_double(r: float) -> tuple[int, int, bool]:
     """format.c `scientific()` for digits = 15, replaying its long double arithmetic exactly."""
+    from fractions import Fraction  # here: most numbers never need it, and it imports decimal
+
     kp = math.floor(math.log10(r)) - R_DIGITS + 1
     exact = Fraction(r)
     if 0 < kp <= KP_MAX:
@@ -103,6 +108,8 @@ def _scientific_long_double(r: float) -> tuple[int, int, bool]:
 
 def _long_double(value: Fraction) -> Fraction:
     """`value` rounded to a 64-bit significand, ties to even, as the x87 FPU rounds."""
+    from fractions import Fraction
+
     if value <= 0:
         return value  # only positive numbers are scaled here
     numerator, denominator = value.numerator, value.denominator

@@ -82,8 +82,6 @@ def read_portfolio(path: Path, facts: FileFacts, work_dir: Path) -> ParsedPortfo
             columns = map_columns([cell.strip() for cell in cells])
             wanted = [columns.index[name] for name in (ISIN, MARKET_VALUE, CURRENCY, *columns.group_cols)]
             split = _split_point(facts, records)
-            if split:
-                facts.digest.wait()  # fork no process while the MD5 thread runs (only the caller is copied)
             later = fork_call(_read_rest, path, encoding, facts, columns, wanted, split, work_dir) if split else None
             try:
                 blocks: Iterator[RowBlock] = records.blocks(columns.width, wanted, leading=_leading(wanted))

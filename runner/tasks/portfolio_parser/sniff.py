@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.tasks.portfolio_parser.delimiter import CANDIDATES, DelimiterBreak, DelimiterTally
 from runner.tasks.portfolio_parser.encoding import ByteFacts, unicode_codec
+from runner.tasks.portfolio_parser.parallel import fork_call
 
 CHUNK_BYTES = 1 << 18
+MD5_CHUNK_BYTES = 4 << 20  # file_md5's reads
+# From this size on the MD5 is taken in a process of its own (a fork costs a millisecond or two;
+# hashing a megabyte about as much).
+MD5_PROCESS_MIN_BYTES = 1 << 20
 # No portfolio line is nearly this long (a few fields of tens of characters); past it the file is
 # refused, and pass 1 stops keeping the line: memory stays bounded whatever the file holds.
 MAX_LINE_BYTES = 1 << 20
@@ -29,7 +33,7 @@ _NOT_SPECIAL = bytes(byte for byte in range(256) if byte not in _SPECIAL)
 class FileFacts:
     """What one pass over the bytes found."""
 
-    digest: Md5Thread  # the file's MD5, computed in a thread of its own: `md5` waits for it
+    digest: FileMd5  # the file's MD5, taken in another process: `md5` waits for it
     size: int
     nul_offset: int | None  # the first NUL byte, if any
     bytes: ByteFacts
@@ -49,7 +53,7 @@ class FileFacts:
 
     @property
     def md5(self) -> str:
-        """The file's MD5 (hex); OSError if the thread could not read the file."""
+        """The file's MD5 (hex); OSError if the file could not be read."""
         return self.digest.hexdigest()
 
 
@@ -123,7 +127,7 @@ class _Scan:
         if self.nul_offset is None and b"\x00" in data:
             self.nul_offset = offset + data.index(b"\x00")
 
-    def finish(self, digest: Md5Thread) -> FileFacts:
+    def finish(self, digest: FileMd5) -> FileFacts:
         self._check_utf8(b"", final=True)
         delimiter, consistent = self.delimiters.best()
         return FileFacts(
@@ -154,11 +158,20 @@ class _Scan:
             self.is_utf8 = False
 
 
-def scan_file(path: Path) -> FileFacts:
+def scan_file(path: Path, *, md5: FileMd5 | None = None) -> FileFacts:
     """Read `path` once, in chunks; lines are cut at the last line end of what has been read.
-    The MD5 is taken meanwhile in a thread (hashlib lets go of the GIL while hashing), which goes
-    on while the records are read: `FileFacts.md5` waits for it."""
-    digest = Md5Thread(path)
+    The MD5 is taken meanwhile in another process (FileMd5), which goes on while the records
+    are read: `FileFacts.md5` waits for it. `md5`: the file's MD5 is that one (a copy's)."""
+    digest = md5 if md5 is not None else FileMd5(path)
+    try:
+        return _scan(path, digest)
+    except BaseException:
+        if md5 is None:
+            digest.cancel()  # no one will ask for it: end its process
+        raise
+
+
+def _scan(path: Path, digest: FileMd5) -> FileFacts:
     scan = _Scan()
     carry = b""
     with path.open("rb") as stream:
@@ -195,33 +208,41 @@ def _starts_with_long_line(data: bytes) -> bool:
     )
 
 
-class Md5Thread:
-    """The MD5 of a file, computed in a thread of its own."""
+class FileMd5:
+    """The MD5 of a file: taken in a forked process (parallel.fork_call) while this one reads the
+    file, when it is large; when asked for, when it is small.
+
+    Not a thread, as it was: a thread's hashing took the GIL back after every read, and those
+    handovers doubled pass 1's time; and the parse had to wait for the thread to end before it
+    could fork a second process (forking copies only the calling thread)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._digest = ""
-        self._error: OSError | None = None
-        self._thread = threading.Thread(target=self._run, name="input-md5", daemon=True)
-        self._thread.start()
+        try:
+            large = path.stat().st_size >= MD5_PROCESS_MIN_BYTES
+        except OSError:
+            large = False  # file_md5 says why
+        self._pending = fork_call(file_md5, path) if large else None
 
-    def wait(self) -> None:
-        """Until the digest is taken (or failed: `hexdigest` raises its error)."""
-        self._thread.join()
+    def cancel(self) -> None:
+        """End its process, if it still runs (the digest will not be asked for)."""
+        if self._pending is not None:
+            self._pending.cancel()
 
     def hexdigest(self) -> str:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        """The digest (hex); OSError if the file could not be read."""
+        if not self._digest:
+            self._digest = self._pending.result() if self._pending is not None else file_md5(self._path)
         return self._digest
 
-    def _run(self) -> None:
-        try:
-            with self._path.open("rb") as stream:
-                self._digest = hashlib.file_digest(stream, _md5).hexdigest()
-        except OSError as error:
-            self._error = error
 
-
-def _md5() -> hashlib._Hash:
-    return hashlib.md5(usedforsecurity=False)
+def file_md5(path: Path) -> str:
+    """The MD5 (hex) of the file at `path`, read a few MiB at a time."""
+    digest = hashlib.md5(usedforsecurity=False)
+    buffer = bytearray(MD5_CHUNK_BYTES)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as stream:
+        while size := stream.readinto(buffer):
+            digest.update(view[:size])
+    return digest.hexdigest()

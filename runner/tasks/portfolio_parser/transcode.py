@@ -6,7 +6,6 @@ a chunk at a time in the file's work directory and sniffed again; the MD5 stays 
 from __future__ import annotations
 
 import codecs
-from dataclasses import replace
 from pathlib import Path
 
 from runner.tasks.portfolio_parser.errors import PortfolioFileError, Rule
@@ -42,4 +41,4 @@ def as_utf8(path: Path, facts: FileFacts, work_dir: Path) -> tuple[Path, FileFac
             f"the file is written in {written}, but the bytes near byte {read + error.start + 1:,} are not "
             f"{name} ({error.reason}); save it again as CSV UTF-8 (in Excel: Save As, CSV UTF-8)",
         ) from None
-    return copy, replace(scan_file(copy), digest=facts.digest)
+    return copy, scan_file(copy, md5=facts.digest)

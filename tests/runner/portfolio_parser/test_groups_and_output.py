@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from array import array
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runner.tasks.portfolio_parser import export
+from runner.tasks.portfolio_parser.checks import WarningLog
+from runner.tasks.portfolio_parser.column import SEPARATOR
+from runner.tasks.portfolio_parser.groups import GroupPiece
+from runner.tasks.portfolio_parser.market_values import render_values
+from runner.tasks.portfolio_parser.marks import Marks
+from runner.tasks.portfolio_parser.r_format import quote_r_string
 from tests.runner.portfolio_parser.conftest import ParseText
+
+POINT = Marks(".", ",")
 
 HEADER = "portfolio_name,investor_name,isin,market_value,currency\n"
 
@@ -59,3 +73,30 @@ def test_large_and_small_market_values_are_written_as_r_writes_them(parse_text: 
 def test_input_entries_counts_the_rows_read(parse_text: ParseText) -> None:
     content = "isin,market_value,currency\n" + "GB0007980591,1,USD\n" * 7
     assert parse_text(content).entry["input_entries"] == 7
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["GB0007980591", "US0378331005", "", 'X"Y', "ÄB", "NA"]),
+            st.sampled_from(["1.50", "2", "", "-3.25", "100000.00", "abc"]),
+            st.sampled_from(["USD", "EUR", "", 'U"S']),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_a_piece_is_written_as_write_csv_writes_each_row(rows: list[tuple[str, str, str]]) -> None:
+    # export._render_piece (its route for pieces with no missing or quoted isin and currency, and
+    # the general one) against each row written on its own: quote_r_string, the value's field.
+    isins, values, currencies = (list(column) for column in zip(*rows, strict=True))
+    piece = GroupPiece(
+        array("q", range(1, len(rows) + 1)), *(SEPARATOR.join(c) for c in (isins, values, currencies)), len(rows)
+    )
+    fields = render_values(SEPARATOR.join(values), POINT).fields
+    expected = "".join(
+        f"{quote_r_string(isin or None)},{field},{quote_r_string(currency or None)}\n"
+        for isin, field, currency in zip(isins, fields, currencies, strict=True)
+    )
+    assert export._render_piece(piece, POINT, WarningLog()) == expected.encode()

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.tasks.portfolio_parser.column import SEPARATOR
-from runner.tasks.portfolio_parser.market_values import _render_exact, _render_plain, render_values
+from runner.tasks.portfolio_parser.market_values import _render_cents, _render_exact, _render_plain, render_values
 from runner.tasks.portfolio_parser.marks import Marks
 from runner.tasks.portfolio_parser.number_parsing import parse_market_value, parse_number
 from runner.tasks.portfolio_parser.r_format import _layout, _scientific_long_double, format_r_double
@@ -154,6 +154,39 @@ def test_the_string_route_gives_what_parsing_and_formatting_each_gives_or_steps_
 def test_the_string_route_agrees_on_the_values_it_must_decline_or_get_right(odd: str) -> None:
     for marks in (POINT, COMMA):
         assert_the_string_route_agrees_or_steps_aside(["1.5", odd, "20"], marks)
+
+
+# Money as most files hold it: two decimals, often ending in zeros; now and then a value of another
+# shape (which sends the column down the general plain route, or none).
+CENTS = st.builds(
+    lambda whole, cents: f"{whole}.{cents}",
+    st.one_of(st.integers(min_value=0, max_value=9_999_999_999_999), st.sampled_from([100000, 12300000, 0])),
+    st.sampled_from(["00", "50", "05", "10", "99", "01", "90"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(CENTS, min_size=1, max_size=30),
+    st.one_of(st.none(), PLAIN, st.sampled_from(["", ".50", "-1.00", "00.50", "12345678901234.00", "1.000", "1.5"])),
+    st.integers(min_value=0, max_value=30),
+    st.sampled_from([POINT, COMMA]),
+)
+def test_the_route_for_columns_of_cents_gives_what_parsing_and_formatting_each_gives(
+    cents: list[str], odd: str | None, at: int, marks: Marks
+) -> None:
+    # market_values._render_cents (all values digits, a point, two digits) against the reference
+    # route, value by value; with one odd value among them, whichever route takes the column.
+    values = cents if odd is None else [*cents[:at], odd, *cents[at:]]
+    if marks is COMMA:
+        values = [value.replace(".", ",") for value in values]
+    fast = _render_plain(SEPARATOR.join(values), marks)
+    assert fast is not None or odd is not None
+    if odd is None and marks is POINT:
+        assert _render_cents(SEPARATOR.join(values)) is not None  # the column took the cents route
+    if fast is not None:
+        exact = _render_exact(values, marks)
+        assert (fast.fields, fast.negative) == (exact.fields, exact.negative)
 
 
 @settings(max_examples=300, deadline=None)

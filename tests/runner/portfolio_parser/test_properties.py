@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.tasks.parse_portfolio import MANIFEST_NAME, process_directory
+from runner.tasks.portfolio_parser import column as column_module
 from runner.tasks.portfolio_parser import export, groups, reader, records, sniff
 
 DELIMITERS = [",", ";", "\t", "|", ":"]
@@ -131,7 +132,8 @@ def portfolio_files(draw: st.DrawFn) -> bytes:
 @contextmanager
 def every_limit_shrunk() -> Iterator[None]:
     """Small chunks, two processes from 0 bytes on, a spill past 3 rows: every route is taken."""
-    limits = [(sniff, "CHUNK_BYTES", 64), (records, "CHUNK_BYTES", 50), (records, "CSV_BLOCK_ROWS", 2),
+    limits = [(sniff, "CHUNK_BYTES", 64), (sniff, "MD5_PROCESS_MIN_BYTES", 0), (records, "CHUNK_BYTES", 50),
+              (records, "CSV_BLOCK_ROWS", 2),
               (reader, "SPLIT_MIN_BYTES", 0), (export, "SPLIT_MIN_ROWS", 0), (groups, "BUFFERED_ROWS", 3),
               (reader, "spare_core", lambda: True), (export, "spare_core", lambda: True)]
     saved = [(module, name, getattr(module, name)) for module, name, _ in limits]
@@ -196,15 +198,27 @@ def files_with_leading_names(draw: st.DrawFn) -> bytes:
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(files_with_leading_names(), st.sampled_from([40, 200, 4096]))
-def test_names_read_once_per_block_give_what_reading_every_row_gives(data: bytes, chunk: int) -> None:
+@given(files_with_leading_names(), st.sampled_from([40, 200, 4096]), st.sampled_from([1, 30, 29_000]))
+def test_names_read_once_per_block_give_what_reading_every_row_gives(data: bytes, chunk: int, piece: int) -> None:
     # The fast route (reader._leading: names leading each line, read once per block where all agree)
-    # against the plain one (every field split and trimmed), in blocks of a few lines to many.
-    saved = records.CHUNK_BYTES, reader._leading
-    records.CHUNK_BYTES = chunk
+    # against the plain one (every field split and trimmed), in blocks of a few lines to many; the
+    # names replaced in pieces of a line to many (records._replace_line_prefix).
+    saved = records.CHUNK_BYTES, records._REPLACE_PIECE_CHARS, reader._leading
+    records.CHUNK_BYTES, records._REPLACE_PIECE_CHARS = chunk, piece
     try:
         fast = parse_result(data)
         reader._leading = lambda wanted: 0  # type: ignore[assignment]
         assert parse_result(data) == fast
     finally:
-        records.CHUNK_BYTES, reader._leading = saved
+        records.CHUNK_BYTES, records._REPLACE_PIECE_CHARS, reader._leading = saved
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="NAx \t", max_size=4), min_size=1, max_size=12))
+def test_a_joined_column_is_cleaned_as_value_by_value(raw: list[str]) -> None:
+    # column.clean_column's joined route (no whitespace: `NA` found in the joined text) against
+    # trimming each value and turning `NA` into a missing one.
+    expected = ["" if value.strip() == "NA" else value.strip() for value in raw]
+    column = column_module.clean_column(list(raw), join=True)
+    assert column.values == expected
+    assert column.has_missing == ("" in expected)

@@ -4,6 +4,7 @@ every route, and the result is compared with the plain one-process run."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ def run(tmp_path: Path) -> Run:
 
 def shrink_every_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sniff, "CHUNK_BYTES", 1024)  # checkpoints to split at
+    monkeypatch.setattr(sniff, "MD5_PROCESS_MIN_BYTES", 0)  # the input's MD5 taken in a process of its own
     monkeypatch.setattr(records, "CHUNK_BYTES", 700)
     monkeypatch.setattr(records, "CSV_BLOCK_ROWS", 13)
     monkeypatch.setattr(reader, "SPLIT_MIN_BYTES", 0)
@@ -81,6 +83,55 @@ def test_a_file_cut_into_pieces_gives_what_the_whole_file_gives(
     shrink_every_limit(monkeypatch)
     assert run(content) == whole
     assert "portfolios" in whole[0][0]
+
+
+def test_the_input_md5_taken_in_its_own_process_is_the_files(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[object] = []
+
+    def fork_call(function: Callable[..., str], *args: object) -> parallel.Pending[str]:
+        calls.append(function)
+        return parallel.fork_call(function, *args)
+
+    monkeypatch.setattr(sniff, "MD5_PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(sniff, "fork_call", fork_call)
+    [(entry, _)] = run(GROUPED)
+    assert calls == [sniff.file_md5]
+    assert entry["input_md5"] == hashlib.md5(GROUPED.encode()).hexdigest()
+
+
+def test_an_input_md5_its_process_cannot_take_refuses_the_file_as_unreadable(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(path: Path) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(sniff, "MD5_PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(sniff, "file_md5", unreadable)  # the forked process has it too
+    [(entry, _)] = run(GROUPED)
+    assert (entry["error_rule"], entry["input_md5"]) == ("unreadable", None)
+    assert "Permission denied" in entry["error_detail"]
+
+
+def test_a_file_that_cannot_be_read_ends_the_process_taking_its_md5(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(path: Path, digest: sniff.FileMd5) -> sniff.FileFacts:
+        raise PermissionError(13, "Permission denied")
+
+    cancelled: list[sniff.FileMd5] = []
+    original = sniff.FileMd5.cancel
+
+    def cancel(self: sniff.FileMd5) -> None:
+        cancelled.append(self)
+        original(self)
+
+    monkeypatch.setattr(sniff, "MD5_PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(sniff, "_scan", unreadable)
+    monkeypatch.setattr(sniff.FileMd5, "cancel", cancel)
+    [(entry, _)] = run(GROUPED)
+    assert (entry["error_rule"], entry["input_md5"]) == ("unreadable", None)
+    [digest] = cancelled
+    assert digest._pending is not None and digest._pending._pid is None  # waited for: no zombie left
 
 
 def test_an_error_in_the_second_process_refuses_the_file(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
