@@ -46,6 +46,9 @@ DOWNLOAD_CONCURRENCY = 4
 # A report has hundreds of small files, so uploads are bound by round trips, not bandwidth: this
 # many run at once over the one client (bench/upload_concurrency.py measures the gain).
 UPLOAD_CONCURRENCY = 16
+# A file larger than the SDK's single-put limit (64 MiB) goes in 4 MiB blocks, this many at once; each
+# block in flight is held in memory, so a large upload holds about 8 x 4 MiB (bench/large_upload.py).
+BLOCK_CONCURRENCY = 8
 # requests keeps 10 connections per host unless told otherwise; with more threads than that, the
 # extra connections would be opened and dropped on every request ("Connection pool is full").
 CONNECTION_POOL_SIZE = UPLOAD_CONCURRENCY + DOWNLOAD_CONCURRENCY
@@ -344,6 +347,7 @@ class RunStorage:
                 overwrite=True,
                 content_settings=ContentSettings(content_type=content_type),
                 metadata=metadata,
+                max_concurrency=BLOCK_CONCURRENCY,
             )
 
         try:

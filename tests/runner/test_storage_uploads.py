@@ -5,6 +5,8 @@ for nothing but reads, writes and one message where the deployment made the cont
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +18,14 @@ from azure.storage.queue import QueueClient
 
 from orchestrations.contracts import RunnerEvent, RunnerEventStatus
 from runner.environment import OutputPrefix
-from runner.storage import BlobFile, RunStorage, StorageClients, UploadsFailedError, blob_transport
+from runner.storage import (
+    BLOCK_CONCURRENCY,
+    BlobFile,
+    RunStorage,
+    StorageClients,
+    UploadsFailedError,
+    blob_transport,
+)
 
 pytestmark = pytest.mark.azurite
 
@@ -158,3 +167,71 @@ def test_a_missing_events_queue_is_made_and_the_message_sent(azurite: str, uniqu
     messages = QueueClient.from_connection_string(azurite, f"{unique_name}-events").receive_messages()
     assert [RunnerEvent.model_validate_json(message.content).run_id for message in messages] == ["run-0002"]
     assert len(log.creates()) == 1
+
+
+def test_a_file_above_the_single_put_limit_goes_in_blocks_at_once_and_lands_byte_identical(
+    azurite: str, unique_name: str, tmp_path: Path
+) -> None:
+    # The SDK's limits scaled down (64 MiB single put, 4 MiB blocks in production): 32 blocks of 16 KiB.
+    block = 16 * 1024
+    first_wave = threading.Barrier(BLOCK_CONCURRENCY, timeout=30)
+    in_flight, peak, blocks = 0, 0, 0
+    lock = threading.Lock()
+
+    def on_request(request: Any) -> None:
+        nonlocal in_flight, peak, blocks
+        if "comp=block&" not in request.http_request.url + "&":
+            return
+        with lock:
+            in_flight, blocks = in_flight + 1, blocks + 1
+            peak, wave = max(peak, in_flight), blocks <= BLOCK_CONCURRENCY
+        if wave:  # passes only if the first BLOCK_CONCURRENCY blocks are all under way together
+            first_wave.wait()
+
+    def on_response(response: Any) -> None:
+        nonlocal in_flight
+        if "comp=block&" in response.http_request.url + "&":
+            with lock:
+                in_flight -= 1
+
+    BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
+    service = BlobServiceClient.from_connection_string(
+        azurite, transport=blob_transport(), max_single_put_size=4 * block, max_block_size=block,
+        raw_request_hook=on_request, raw_response_hook=on_response,
+    )
+    storage = RunStorage(
+        StorageClients(service, QueueClient.from_connection_string(azurite, f"{unique_name}-events")),
+        OutputPrefix.parse(f"az://{unique_name}/run-1/"),
+    )
+    path = tmp_path / "large.bin"
+    path.write_bytes(os.urandom(32 * block - 123))  # the last block short
+
+    uris = storage.upload_files([storage.output_file(path, "out/large.bin", content_type="application/x-parquet")])
+
+    assert uris == [f"az://{unique_name}/run-1/out/large.bin"]
+    assert (blocks, peak) == (32, BLOCK_CONCURRENCY)
+    blob = BlobServiceClient.from_connection_string(azurite).get_blob_client(unique_name, "run-1/out/large.bin")
+    assert blob.download_blob().readall() == path.read_bytes()
+    assert blob.get_blob_properties().content_settings.content_type == "application/x-parquet"
+    storage.close()
+
+
+def test_a_file_in_blocks_to_a_missing_container_is_sent_again_whole_once_the_container_is_made(
+    azurite: str, unique_name: str, tmp_path: Path
+) -> None:
+    block = 16 * 1024
+    service = BlobServiceClient.from_connection_string(
+        azurite, transport=blob_transport(), max_single_put_size=4 * block, max_block_size=block
+    )
+    storage = RunStorage(
+        StorageClients(service, QueueClient.from_connection_string(azurite, f"{unique_name}-events")),
+        OutputPrefix.parse(f"az://{unique_name}/run-1/"),
+    )
+    path = tmp_path / "large.bin"
+    path.write_bytes(os.urandom(20 * block))
+
+    storage.upload_file(path, "large.bin", content_type="application/octet-stream")
+
+    blob = BlobServiceClient.from_connection_string(azurite).get_blob_client(unique_name, "run-1/large.bin")
+    assert blob.download_blob().readall() == path.read_bytes()
+    storage.close()
