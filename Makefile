@@ -9,7 +9,7 @@ RUNNER_IMAGE ?= pacta-runner:local
 export RUNNER_IMAGE
 
 .DEFAULT_GOAL := help
-.PHONY: help setup images demo up down test lint bench clean infra-check
+.PHONY: help setup images demo up down test lint bench bench-all clean infra-check
 
 help:
 	@echo "make setup   create .venv, install requirements-dev.txt and Azurite (scripts/bootstrap.sh)"
@@ -20,7 +20,7 @@ help:
 	@echo "make test    run every test against real local services (REQUIRE_SERVICES=1)"
 	@echo "make lint    ruff and mypy"
 	@echo "make infra-check  the infra/ templates offline: parse, checkov, and their agreement with the app (tests/infra)"
-	@echo "make bench   run every bench/*.py and print its figures"
+	@echo "make bench   the performance figures of docs/performance.md (make bench-all: every bench/*.py)"
 	@echo "make clean   remove the process backend's run directories (.local/process-runs)"
 
 setup:
@@ -61,8 +61,15 @@ lint: setup
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy function_app orchestrations runner local_runner
 
-# Figures, never assertions: e.g. `.venv/bin/python bench/image_build.py --cold` for a base image build too.
+# Figures, never assertions. `bench`: the figures of docs/performance.md's table (issue 14's goals), each bench
+# printing both sides and the ratio, and the time the whole took; `bench-all` adds the others (image builds,
+# the concurrency cap), e.g. `.venv/bin/python bench/image_build.py --cold` for a base image build too.
+PERFORMANCE_BENCHES = parser large_upload upload_concurrency burst backend_latency history list_runs
 bench: setup images
+	@start=$$(date +%s); for name in $(PERFORMANCE_BENCHES); do echo "== bench/$$name.py"; \
+	$(PYTHON) "bench/$$name.py" || exit 1; done; echo "make bench: $$(( $$(date +%s) - start )) s in all"
+
+bench-all: setup images
 	@for script in bench/*.py; do [ -e "$$script" ] || continue; echo "== $$script"; $(PYTHON) "$$script" || exit 1; done
 
 clean:
