@@ -73,6 +73,9 @@ STORAGE_CALLS: dict[str, tuple[str, ...]] = {
     "update_entity": (ENTITY_UPDATE, ENTITY_WRITE),  # Update / Merge Entity
     "upsert_entity": (ENTITY_WRITE,),  # Insert Or Replace / Merge
     "delete_entity": (ENTITY_DELETE,),  # Delete Entity
+    # Entity Group Transaction: each operation is checked as itself; the run store's batches insert, update and
+    # upsert (Insert Or Replace), so write is what covers them all.
+    "submit_transaction": (ENTITY_WRITE,),
 }
 # Storage SDK methods that send nothing (clients of a child resource, closing), and names a storage client
 # shares with everyday Python whose calls in this code are not storage calls (checked below).
