@@ -70,7 +70,7 @@ bench: setup images
 	$(PYTHON) "bench/$$name.py" || exit 1; done; echo "make bench: $$(( $$(date +%s) - start )) s in all"
 
 bench-all: setup images
-	@for script in bench/*.py; do [ -e "$$script" ] || continue; echo "== $$script"; $(PYTHON) "$$script" || exit 1; done
+	@for script in bench/[!_]*.py; do [ -e "$$script" ] || continue; echo "== $$script"; $(PYTHON) "$$script" || exit 1; done
 
 clean:
 	rm -rf .local/process-runs

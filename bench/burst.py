@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import os
 import resource
-import secrets
 import statistics
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _local_app import local_app_settings  # noqa: E402
 from azure.core.exceptions import ResourceNotFoundError  # noqa: E402
 from azure.data.tables import TableClient  # noqa: E402
 from azure.storage.blob import BlobServiceClient, ContainerClient  # noqa: E402
@@ -212,12 +212,7 @@ def main() -> None:
         work = Path(work_dir)
         endpoints = AzuriteEndpoints("127.0.0.1", free_port(), free_port(), free_port())
         azurite = start_azurite(endpoints, log_path=work / "azurite.log")
-        os.environ.update({
-            "AzureWebJobsStorage": endpoints.connection_string, "PYTHON_SCRIPT_FILE_NAME": "entry.py",
-            "AZURE_FUNCTIONS_ENVIRONMENT": "Development", "RUNNER_BACKEND": "process",
-            "PROCESS_BACKEND_WORK_DIR": str(work / "runs"), "TASK_HUB_NAME": f"Burst{uuid.uuid4().hex[:8]}",
-            "CALLBACK_TOKEN_KEY": secrets.token_urlsafe(48), "UPLOAD_TRIGGER_SOURCE": "LogsAndContainerScan",
-        })
+        os.environ.update(local_app_settings(endpoints, work / "runs", hub_prefix="Burst"))
         runtime.reset()
         try:
             service = BlobServiceClient.from_connection_string(endpoints.connection_string)

@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _local_app import local_app_settings  # noqa: E402
 from azure.storage.blob import BlobServiceClient  # noqa: E402
 
 from local_runner.azurite import AzuriteEndpoints, free_port, start_azurite  # noqa: E402
@@ -50,15 +49,9 @@ def live_jobs(work_dir: Path, backend: ProcessJobBackend) -> int:
 def burst(cap: int, uploads: int, work: Path) -> tuple[float, list[RunRecord], int]:
     endpoints = AzuriteEndpoints("127.0.0.1", free_port(), free_port(), free_port())
     azurite = start_azurite(endpoints, log_path=work / f"azurite-{cap}.log")
-    name = uuid.uuid4().hex[:8]
-    settings = {
-        "AzureWebJobsStorage": endpoints.connection_string, "PYTHON_SCRIPT_FILE_NAME": "entry.py",
-        "AZURE_FUNCTIONS_ENVIRONMENT": "Development", "RUNNER_BACKEND": "process",
-        "PROCESS_BACKEND_WORK_DIR": str(work / f"runs-{cap}"), "TASK_HUB_NAME": f"Bench{name}",
-        "CALLBACK_TOKEN_KEY": secrets.token_urlsafe(48), "MAX_CONCURRENT_RUNS": str(cap),
-        "STATUS_CHECK_INTERVAL_SECONDS": "5", "UPLOAD_TRIGGER_SOURCE": "LogsAndContainerScan",
-    }
-    os.environ.update(settings)
+    os.environ.update(local_app_settings(endpoints, work / f"runs-{cap}", hub_prefix="Cap") | {
+        "MAX_CONCURRENT_RUNS": str(cap), "STATUS_CHECK_INTERVAL_SECONDS": "5",
+    })
     runtime.reset()
     backend = ProcessJobBackend(work / f"runs-{cap}", project_root=ROOT)
     most = 0

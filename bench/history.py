@@ -14,16 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _local_app import local_app_settings  # noqa: E402
 from azure.storage.blob import BlobServiceClient  # noqa: E402
 
 from local_runner.azurite import AzuriteEndpoints, free_port, start_azurite  # noqa: E402
@@ -44,13 +43,9 @@ def main() -> None:
         work = Path(temp)
         endpoints = AzuriteEndpoints("127.0.0.1", free_port(), free_port(), free_port())
         azurite = start_azurite(endpoints, log_path=work / "azurite.log")
-        os.environ.update({
-            "AzureWebJobsStorage": endpoints.connection_string, "PYTHON_SCRIPT_FILE_NAME": "entry.py",
-            "AZURE_FUNCTIONS_ENVIRONMENT": "Development", "RUNNER_BACKEND": "process",
-            "PROCESS_BACKEND_WORK_DIR": str(work / "runs"), "TASK_HUB_NAME": f"Bench{uuid.uuid4().hex[:8]}",
-            "CALLBACK_TOKEN_KEY": secrets.token_urlsafe(48), "STATUS_CHECK_INTERVAL_SECONDS": "1",
+        os.environ.update(local_app_settings(endpoints, work / "runs", hub_prefix="History") | {
+            "STATUS_CHECK_INTERVAL_SECONDS": "1", "OTEL_SDK_DISABLED": "true",
             "RUNNER_COMMAND": json.dumps(["python", "-c", f"import time; time.sleep({job_seconds})"]),
-            "OTEL_SDK_DISABLED": "true",
         })
         runtime.reset()
         checks_per_generation = AppSettings.model_fields["status_checks_per_generation"].default
