@@ -78,22 +78,28 @@ def _start_job(job: StartJobInput) -> dict:
     bind_execution_ref(str(ref))
     logger.info("Run %s started as %s", job.request.run_id, ref)
 
+    found_again = False
+
     def mark_running(record: RunRecord) -> RunRecord:
+        # This activity run again (its host died before its result was kept) finds the same execution: one start.
+        nonlocal found_again
+        found_again = record.execution_ref == str(ref)
         return record.model_copy(update={
             "status": RunStatus.RUNNING,
             "attempt": job.attempt,
             "backend": backend.name,
             "execution_ref": str(ref),
             "started_at": record.started_at or started_at,
-            "attempts": record.attempts + 1,
+            "attempts": record.attempts + (0 if found_again else 1),
             "updated_at": started_at,
         })
 
     record = runtime.run_store().update_run(job.request.run_id, mark_running)
-    run_metrics.job_started(
-        job.request.task_type.value, start_seconds=start_seconds,
-        queued_seconds=(started_at - job.request.requested_at).total_seconds(),
-    )
+    if not found_again:
+        run_metrics.job_started(
+            job.request.task_type.value, start_seconds=start_seconds,
+            queued_seconds=(started_at - job.request.requested_at).total_seconds(),
+        )
     return StartJobResult(execution_ref=str(ref), started_at=record.started_at or started_at).to_payload()
 
 

@@ -190,6 +190,7 @@ def test_start_retried_after_the_job_began_reuses_the_execution(
     assert record.status is RunStatus.SUCCEEDED, record.error
     assert len(calls) == 2 and calls[0] == calls[1]
     assert flow_env.executions() == [run_id]
+    assert record.attempts == 1  # the activity ran twice; the job was started once
 
 
 def test_completion_message_with_a_wrong_token_is_ignored(
