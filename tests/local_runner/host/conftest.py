@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.storage.queue import QueueClient
 
 from local_runner.host.functions import (
     DurableClientBinding,
@@ -154,3 +155,10 @@ def invoker() -> Iterator[Invoker]:
         yield running
 
 
+def queue_exists(queue: QueueClient) -> bool:
+    """Whether the queue has been made (the host makes a trigger's queue when it starts polling)."""
+    try:
+        queue.get_queue_properties()
+    except Exception:
+        return False
+    return True

@@ -22,6 +22,7 @@ from local_runner.host.settings import HostSettings, QueueSettings, load_host_se
 from local_runner.host.triggers import Backoff, BlobTriggerPoller, QueueTriggerPoller, TriggerPoller
 from orchestrations.errors import ConfigurationError
 from tests.conftest import wait_for
+from tests.local_runner.host.conftest import queue_exists
 
 
 def steady(low: float, high: float) -> float:
@@ -270,10 +271,3 @@ def test_host_json_queue_pacing_the_functions_host_would_refuse_is_refused(tmp_p
 def write_host_json(app_dir: Path, queues: dict[str, Any]) -> None:
     (app_dir / "host.json").write_text(json.dumps({"version": "2.0", "extensions": {"queues": queues}}))
 
-
-def queue_exists(queue: QueueClient) -> bool:
-    try:
-        queue.get_queue_properties()
-    except Exception:
-        return False
-    return True

@@ -22,6 +22,7 @@ from local_runner.host.triggers import (
     blob_receipt_name,
 )
 from tests.conftest import wait_for
+from tests.local_runner.host.conftest import queue_exists
 from tests.local_runner.host.raw_blobs import put_blob_raw
 
 pytestmark = pytest.mark.azurite
@@ -332,10 +333,3 @@ def ticked(clock: ManualClock, seconds: float) -> bool:
     clock.advance(seconds)
     return True
 
-
-def queue_exists(queue: QueueClient) -> bool:
-    try:
-        queue.get_queue_properties()
-    except Exception:
-        return False
-    return True
