@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from local_runner.host.functions import FunctionIndex, Invoker
 from local_runner.host.settings import HostSettings, QueueSettings
 from local_runner.host.triggers import (
     BLOB_POISON_QUEUE,
+    FULL_SCAN_INTERVAL,
     HOSTS_CONTAINER,
     BlobPath,
     BlobTriggerPoller,
@@ -222,6 +224,59 @@ def test_a_blob_poller_thread_delivers_on_a_manual_clock(
     try:
         uploads.upload_blob("in/later.csv", b"later")
         wait_for(lambda: ticked(clock, 5.0) and uploads_of(calls) == [b"later"])
+    finally:
+        poller.stop()
+
+
+class CountingClock(ManualClock):
+    """A manual clock that counts the waits begun on it: a poller waiting has finished its pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        self.waits += 1
+        return super().wait(event, seconds)
+
+
+def test_between_full_scans_new_names_are_found_with_their_receipts_and_an_overwrite_at_the_next_full_scan(
+    azurite: str,
+    uploads: ContainerClient,
+    index: FunctionIndex,
+    invoker: Invoker,
+    blob_poller_factory: Any,
+    calls: list[dict[str, Any]],
+    unique_name: str,
+) -> None:
+    clock = CountingClock()
+    poller = BlobTriggerPoller(azurite, index.get("on_upload"), invoker, clock, host_id=unique_name, interval=0.5)
+
+    def next_pass_after(seconds: float) -> None:
+        waits = clock.waits
+        clock.advance(seconds)
+        wait_for(lambda: clock.waits > waits, what="the poller's next pass to end")
+
+    etag = uploads.upload_blob("in/first.csv", b"first").get_blob_properties().etag
+    receipt = BlobServiceClient.from_connection_string(azurite).get_container_client(HOSTS_CONTAINER) \
+        .get_blob_client(blob_receipt_name(unique_name, "on_upload", etag, unique_name, "in/first.csv"))
+    poller.start()
+    try:
+        wait_for(lambda: receipt.exists() and clock.waits > 0)  # listed in full, delivered, then idle
+        # Another host (the same host id, so the same receipts) takes one new blob while this one waits.
+        uploads.upload_blob("in/done.csv", b"done")
+        assert blob_poller_factory().poll_once() == 1
+        uploads.upload_blob("in/new.csv", b"new")
+        uploads.upload_blob("in/first.csv", b"first, again", overwrite=True)
+
+        next_pass_after(0.5)  # a pass by name: both new names looked up, the overwrite not seen yet
+        wait_for(lambda: b"new" in uploads_of(calls))
+        next_pass_after(0.5)
+        next_pass_after(0.5)
+        assert uploads_of(calls) == [b"first", b"done", b"new"]
+
+        next_pass_after(FULL_SCAN_INTERVAL.total_seconds())  # the full scan finds the overwritten blob
+        wait_for(lambda: uploads_of(calls) == [b"first", b"done", b"new", b"first, again"])
     finally:
         poller.stop()
 
