@@ -40,9 +40,10 @@ logger = logging.getLogger(__name__)
 
 STORAGE_CONNECTION_SETTING = "AzureWebJobsStorage"
 # The longest wait between two listings of a blob trigger's container when nothing new was found (it goes
-# back to 100 ms once something was): short, because locally nobody wants to wait for an upload to be noticed.
-# Azurite has neither the storage logs nor the change feed the Functions host could follow instead.
-DEFAULT_POLL_INTERVAL_SECONDS = 0.5
+# back to 100 ms once something was): short, because locally nobody wants to wait for an upload to be noticed,
+# and an idle pass lists only names. Azurite has neither the storage logs nor the change feed the Functions
+# host could follow instead.
+DEFAULT_POLL_INTERVAL_SECONDS = 0.2
 
 
 class LocalHost:
@@ -96,8 +97,8 @@ class LocalHost:
 
     def start(self) -> LocalHost:
         self.invoker.start()
+        self.http.start()  # first: the activities the engine resumes call the durable client, which is HTTP
         self.engine.start()
-        self.http.start()
         for poller in self.pollers:
             poller.start()
         logger.info("Host started: %d functions, HTTP on %s", len(self.functions.names), self.base_url)
