@@ -25,6 +25,8 @@ from orchestrations.errors import ConfigurationError
 
 HOST_JSON = "host.json"
 LOCAL_SETTINGS_JSON = "local.settings.json"
+# App settings named AzureFunctionsJobHost__<path> override host.json's value at that path.
+HOST_OVERRIDE_PREFIX = "AzureFunctionsJobHost"
 MessageEncoding = Literal["base64", "none"]
 # .NET TimeSpan "[d.]hh:mm[:ss[.fffffff]]", the form host.json uses.
 _TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,7}))?)?$")
@@ -105,7 +107,43 @@ def load_host_settings(app_dir: Path, *, environ: Mapping[str, str] | None = Non
             "host_json_missing",
             f"{path} does not exist: the app root needs a host.json (`func init` writes one).",
         )
-    root = _read_json_object(path)
+    env = os.environ if environ is None else environ
+    root, overrides = _with_overrides(_read_json_object(path), env)
+    try:
+        return _host_settings(root, path, env)
+    except ConfigurationError as exc:
+        if not overrides:
+            raise
+        raise ConfigurationError(
+            exc.code, f"{exc.message} (host.json as overridden by the app settings {', '.join(overrides)})"
+        ) from exc
+
+
+def _with_overrides(root: dict[str, Any], environ: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """host.json with the values of `AzureFunctionsJobHost__<path>` app settings put in, as the Functions host
+    reads them ("Override host.json values", learn.microsoft.com/azure/azure-functions/functions-host-json;
+    azure-functions-host ConfigurationSectionNames.cs: JobHost = "AzureFunctionsJobHost"): the path's parts
+    name nested keys, matched without regard to case; a whole number is read as one. The names applied."""
+    merged = json.loads(json.dumps(root))
+    applied = []
+    for name, value in sorted(environ.items()):
+        prefix, _, rest = name.partition("__")
+        if prefix.lower() != HOST_OVERRIDE_PREFIX.lower() or not rest:
+            continue
+        *parents, leaf = rest.split("__")
+        section = merged
+        for part in parents:
+            key = next((k for k in section if k.lower() == part.lower()), part)
+            if not isinstance(section.get(key), dict):
+                section[key] = {}
+            section = section[key]
+        key = next((k for k in section if k.lower() == leaf.lower()), leaf)
+        section[key] = int(value) if value.isdigit() else value
+        applied.append(name)
+    return merged, applied
+
+
+def _host_settings(root: dict[str, Any], path: Path, environ: Mapping[str, str]) -> HostSettings:
     extensions = _object(root, "extensions", path)
     queues = _object(extensions, "queues", path, "extensions.queues")
     durable = _object(extensions, "durableTask", path, "extensions.durableTask")
@@ -133,7 +171,7 @@ def load_host_settings(app_dir: Path, *, environ: Mapping[str, str] | None = Non
         )
     return HostSettings(
         queues=queue_settings,
-        hub_name=_hub_name(durable, path, os.environ if environ is None else environ),
+        hub_name=_hub_name(durable, path, environ),
         http_route_prefix=_string(http, "routePrefix", "api", path, "extensions.http").strip("/"),
     )
 

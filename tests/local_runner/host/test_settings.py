@@ -39,6 +39,34 @@ def test_a_minimal_host_json_gives_the_hosts_defaults(tmp_path: Path) -> None:
     assert settings.http_route_prefix == "api"
 
 
+def test_app_settings_named_azurefunctionsjobhost_override_host_json_values(tmp_path: Path) -> None:
+    write_json(tmp_path, "host.json", {"version": "2.0", "extensions": {"queues": {"maxPollingInterval": "00:00:02",
+                                                                                  "batchSize": 16}}})
+    environ = {
+        "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.100",  # as host.json spells it
+        "AZUREFUNCTIONSJOBHOST__EXTENSIONS__QUEUES__BATCHSIZE": "4",  # any case; a number read as one
+        "AzureFunctionsJobHost__extensions__durableTask__hubName": "FromOverride",  # a section host.json lacks
+        "AzureFunctionsJobHost": "no path: ignored",
+    }
+
+    settings = load_host_settings(tmp_path, environ=environ)
+
+    assert settings.queues.max_polling_interval == timedelta(milliseconds=100)
+    assert settings.queues.batch_size == 4
+    assert settings.hub_name == "FromOverride"
+    assert load_host_settings(tmp_path, environ={}).queues.max_polling_interval == timedelta(seconds=2)
+
+
+def test_an_override_host_json_refuses_is_named_in_the_error(tmp_path: Path) -> None:
+    write_json(tmp_path, "host.json", {"version": "2.0"})
+
+    with pytest.raises(ConfigurationError) as error:
+        load_host_settings(tmp_path, environ={"AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "1s"})
+
+    assert "maxPollingInterval" in error.value.message
+    assert "AzureFunctionsJobHost__extensions__queues__maxPollingInterval" in error.value.message
+
+
 def test_host_json_queue_durable_and_http_settings_are_read(tmp_path: Path) -> None:
     write_json(
         tmp_path,
