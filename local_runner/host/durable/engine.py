@@ -14,8 +14,12 @@ returns when only future timers or external events are left; a `ManualClock` mov
 Every change to an instance is written through to the store before anything acts on it, so a new
 engine over the same store resumes where another stopped: it reloads the unfinished instances,
 fires their timers when due and runs again the activities that were scheduled but never answered
-(at least once, as Durable Functions does). Episodes of one instance never overlap (one lock per
-instance); activities run on a thread pool.
+(at least once, as Durable Functions does). An activity's answer and a timer that fired are written with
+the episode they wake, which runs next, as DTFx's Azure Storage provider writes a TaskCompleted or
+TimerFired message into the history only when it commits the episode that took the message in
+(AzureStorageOrchestrationService.CompleteTaskOrchestrationWorkItemAsync, DurableTask.AzureStorage);
+one lost with its engine before that episode comes again (the activity runs again, the timer fires
+again). Episodes of one instance never overlap (one lock per instance); activities run on a thread pool.
 """
 
 from __future__ import annotations
@@ -335,8 +339,7 @@ class OrchestrationEngine:
             state = self._states.get(instance_id)
             if state is None or state.status.is_terminal or not episode.fire_due_timers(state, now):
                 return False
-            self._save_or_forget(state)
-        self._notify(instance_id)
+        self._notify(instance_id)  # written with the episode it wakes
         return True
 
     def _redispatch(self, instance_id: str) -> bool:
@@ -427,13 +430,13 @@ class OrchestrationEngine:
                 )
             if self._stopped:
                 return
-            with self._lock(instance_id):
+            with self._lock(instance_id):  # written with the episode it wakes (`_settle` wakes the scheduler)
                 state = self._states.get(instance_id)
-                if state is not None and episode.record_activity_result(
-                    state, execution_id, call.seq, self._clock.now(),
-                    result_json="null" if result_json is None else result_json, failure=failure,
-                ):
-                    self._save_or_forget(state)
+                if state is not None:
+                    episode.record_activity_result(
+                        state, execution_id, call.seq, self._clock.now(),
+                        result_json="null" if result_json is None else result_json, failure=failure,
+                    )
         finally:
             self._settle(instance_id, execution_id, call.seq)
 
