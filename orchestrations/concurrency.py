@@ -44,9 +44,14 @@ async def _acquire_slot(request: SlotRequest, client: Any) -> dict:
     if record.status is RunStatus.QUEUED and record.cancellation is not None:
         await _release(slots, request.run_id, client)
         return SlotAnswer(granted=False, cancelled=record.cancellation).to_payload()
-    await asyncio.to_thread(slots.join, request.run_id, request.requested_at)
-    await _grant(slots, client, poll=request.poll, asker=request.run_id)
+    # Held already (the look after a SlotGranted, or a retried call): nothing to join or hand out.
     if await asyncio.to_thread(slots.holding, request.run_id) is not None:
+        return SlotAnswer(granted=True).to_payload()
+    await asyncio.to_thread(slots.join_line, request.run_id, request.requested_at)
+    grants = await _grant(slots, client, poll=request.poll, asker=request.run_id)
+    if any(grant.run_id == request.run_id for grant in grants):
+        return SlotAnswer(granted=True).to_payload()
+    if await asyncio.to_thread(slots.holding, request.run_id) is not None:  # another host's grant, meanwhile
         return SlotAnswer(granted=True).to_payload()
     position = await asyncio.to_thread(slots.position, request.run_id)
     return SlotAnswer(granted=False, position=position).to_payload()

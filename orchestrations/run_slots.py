@@ -98,6 +98,11 @@ class RunSlots:
         """Put the run in line at its upload time, unless it is there or holds a slot (idempotent)."""
         if self.holding(run_id) is not None:
             return
+        self.join_line(run_id, uploaded_at)
+
+    def join_line(self, run_id: str, uploaded_at: datetime) -> None:
+        """Put the run in line at its upload time unless it is there; for a caller that has just seen it
+        hold no slot."""
         with contextlib.suppress(ResourceExistsError):  # in line already
             self._table.create_entity(
                 {"PartitionKey": LINE_PARTITION, "RowKey": line_key(run_id, uploaded_at), "run_id": run_id}
@@ -143,9 +148,11 @@ class RunSlots:
     def grant(self, cap: int, alive: Callable[[list[str]], set[str]], *, poll: bool = False) -> list[Grant]:
         """Hand the free slots below `cap` to the head of the line; the grants made by this call.
 
-        `alive` answers which of the given runs' orchestrations still run: when no slot below the cap is
-        free, the slots of the others are taken back first (an orchestration that failed, was terminated
-        or purged). Lowering the cap takes effect here: slots at or above it are no longer handed out.
+        `alive` answers which of the given runs' orchestrations still run: when a `poll` finds no slot below
+        the cap free, the slots of the others are taken back first (an orchestration that failed, was
+        terminated or purged). Only a poll asks: each of a burst of joins into full slots would ask about
+        every holder, and a waiter polls every SLOT_POLL_SECONDS all the same. Lowering the cap takes effect
+        here: slots at or above it are no longer handed out.
         While another host grants, this call asks it for one more round instead (and returns no grant):
         nobody waits for the lock, and no join or release made before the call is missed. A `poll` (a
         waiter looking again, having changed nothing) asks for nothing: it returns when the lock is taken.
@@ -158,14 +165,14 @@ class RunSlots:
             if lock is None:
                 return grants
             try:
-                grants += self._grant_round(cap, alive)
+                grants += self._grant_round(cap, alive if poll else None)
             finally:
                 lock = self._unlock(lock)  # still held: someone asked for a round meanwhile
         if lock is not None:
             self._unlock(lock)  # asked again and again: the next join, release or poll grants the rest
         return grants
 
-    def _grant_round(self, cap: int, alive: Callable[[list[str]], set[str]]) -> list[Grant]:
+    def _grant_round(self, cap: int, alive: Callable[[list[str]], set[str]] | None) -> list[Grant]:
         free = self._free_slots(cap, alive)
         waiters = list(self._line(limit=len(free))) if free else []
         grants = []
@@ -175,11 +182,11 @@ class RunSlots:
                 grants.append(Grant(waiter["run_id"], slot.key))
         return grants
 
-    def _free_slots(self, cap: int, alive: Callable[[list[str]], set[str]]) -> list[_Slot]:
+    def _free_slots(self, cap: int, alive: Callable[[list[str]], set[str]] | None) -> list[_Slot]:
         """The slots below the cap a waiter may have now: unheld, and no more than the cap less the held
-        ones (slots above a lowered cap count until their runs end)."""
+        ones (slots above a lowered cap count until their runs end); with `alive`, dead holders' too."""
         free = self._free_below_cap(self._slots(), cap)
-        if not free:
+        if not free and alive is not None:
             held = [slot for slot in self._slots() if slot.holder]
             living = alive([slot.holder for slot in held]) if held else set()
             for slot in held:
