@@ -123,7 +123,9 @@ def test_a_run_cancelled_while_queued_never_starts_a_job(
 
     host = start_host(clock=ManualClock(), activity_overrides={"start_job": start_once_the_cancel_is_recorded})
     run_id = flow_env.upload("parse_portfolio/queued.csv", PORTFOLIO)
-    wait_for(lambda: host.engine.get_status(run_id), step=host.poll_triggers_once, what="the orchestration")
+    # Its slot taken (a cancel that came before would be answered by acquire_slot), start_job waits for the cancel.
+    wait_for(lambda: host.engine.get_status(run_id) and "start_job" in scheduled_activities(host, run_id),
+             step=host.poll_triggers_once, what="the run to hold its slot")
 
     answer = cancel(host, run_id, {"by": "bob"})
 

@@ -203,7 +203,7 @@ def test_two_hundred_uploads_at_a_cap_of_five_with_the_host_killed_midway_lose_n
         hosts.append(HostProcess(env, port, tmp_path / "host-b.log"))
         records = [wait_for_end(flow_env, run_id, timeout=600) for run_id in run_ids]
 
-    assert [record.status for record in records] == [RunStatus.SUCCEEDED] * 200
+    assert {record.run_id: record.error for record in records if record.status is not RunStatus.SUCCEEDED} == {}
     assert sorted(flow_env.executions()) == sorted(run_ids)  # one execution each
     assert live.most <= 5, f"{live.most} jobs alive at once"
     slots = slots_of(flow_env)
