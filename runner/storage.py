@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import urllib.request
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,14 +46,19 @@ logger = logging.getLogger(__name__)
 # Inputs are downloaded in parallel ranges: portfolios are small, report inputs can be large.
 DOWNLOAD_CONCURRENCY = 4
 # A report has hundreds of small files, so uploads are bound by round trips, not bandwidth: this
-# many run at once over the one client (bench/upload_concurrency.py measures the gain).
-UPLOAD_CONCURRENCY = 16
-# A file larger than the SDK's single-put limit (64 MiB) goes in 4 MiB blocks, this many at once; each
-# block in flight is held in memory, so a large upload holds about 8 x 4 MiB (bench/large_upload.py).
+# many run at once over the one client (bench/upload_concurrency.py measures the gain). Each costs the
+# client about 1.2-1.5 ms of CPU under the GIL, so with round trips of 10 ms or more it takes 10-15 in flight
+# to keep the client busy; 32 leave room for slower round trips and for other processes taking the CPU.
+UPLOAD_CONCURRENCY = 32
+# A file larger than the single-put limit (the SDK's default, passed explicitly) goes in 4 MiB blocks,
+# this many at once; each block in flight is held in memory, so a large upload holds about 8 x 4 MiB
+# (bench/large_upload.py). Only one file goes in blocks at a time, whatever UPLOAD_CONCURRENCY.
+SINGLE_PUT_BYTES = 64 * 2**20
 BLOCK_CONCURRENCY = 8
 # requests keeps 10 connections per host unless told otherwise; with more threads than that, the
-# extra connections would be opened and dropped on every request ("Connection pool is full").
-CONNECTION_POOL_SIZE = UPLOAD_CONCURRENCY + DOWNLOAD_CONCURRENCY
+# extra connections would be opened and dropped on every request ("Connection pool is full"). At most
+# the other upload threads and one file's blocks are in flight at once (downloads are fewer, and earlier).
+CONNECTION_POOL_SIZE = UPLOAD_CONCURRENCY + BLOCK_CONCURRENCY
 # The storage SDK's own transport settings, which it applies only to a transport it builds itself.
 CONNECTION_TIMEOUT_SECONDS = 20
 READ_TIMEOUT_SECONDS = 60
@@ -95,8 +102,14 @@ class UploadsFailedError(RunnerError):
 
 
 def blob_transport() -> RequestsTransport:
-    """The SDK's requests transport with a connection pool as large as the upload threads."""
+    """The SDK's requests transport with a connection pool as large as the upload threads, which reads
+    its settings from the environment once, here, rather than on every request."""
     session = requests.Session()
+    # requests looks up the proxy variables (and NO_PROXY for each URL, ~/.netrc and the CA bundle variables) in
+    # the environment on every request: about a tenth of the client's CPU for a 20 KB upload. Without a proxy
+    # there is nothing for it to find, so it is told not to look, and the CA bundle it would have used is passed
+    # instead; with a proxy set it still looks, each time, and applies NO_PROXY as before.
+    session.trust_env = bool(urllib.request.getproxies())
     # As azure-core mounts its own adapter: no urllib3 retries, the SDK's retry policy does them.
     adapter = HTTPAdapter(
         pool_connections=CONNECTION_POOL_SIZE,
@@ -111,6 +124,7 @@ def blob_transport() -> RequestsTransport:
         connection_timeout=CONNECTION_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
         connection_data_block_size=DATA_BLOCK_BYTES,
+        connection_verify=os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True,
     )
 
 
@@ -120,7 +134,7 @@ def connect(settings: RunnerSettings) -> StorageClients:
         connection_string = settings.storage_connection_string.get_secret_value()
         return StorageClients(
             blob_service=BlobServiceClient.from_connection_string(
-                connection_string, transport=blob_transport()
+                connection_string, transport=blob_transport(), max_single_put_size=SINGLE_PUT_BYTES
             ),
             # No encode policy: plain text, as host.json's `messageEncoding: none` expects.
             queue=QueueClient.from_connection_string(connection_string, settings.events_queue),
@@ -130,7 +144,10 @@ def connect(settings: RunnerSettings) -> StorageClients:
     credential = ManagedIdentity(os.environ.get(CLIENT_ID_VAR) or None)
     return StorageClients(
         blob_service=BlobServiceClient(
-            settings.blob_account_url, credential=credential, transport=blob_transport()
+            settings.blob_account_url,
+            credential=credential,
+            transport=blob_transport(),
+            max_single_put_size=SINGLE_PUT_BYTES,
         ),
         queue=QueueClient(settings.queue_account_url, settings.events_queue, credential=credential),
         credential=credential,
@@ -202,6 +219,8 @@ class RunStorage:
         self._clients = clients
         self._prefix = output_prefix
         self._run_id = run_id
+        # Held while a file above SINGLE_PUT_BYTES goes in blocks: their memory is taken once, not once per thread.
+        self._block_upload = threading.Lock()
 
     def output_uri(self, relative: str) -> str:
         return self._prefix.uri(relative)
@@ -237,34 +256,32 @@ class RunStorage:
         """Upload the files `concurrency` at a time; return their URIs in the order given.
 
         When some fail, the rest still finish (those not yet started are cancelled) and
-        UploadsFailedError names the first failure, with the URIs of the files that did upload.
+        UploadsFailedError names the first failure in that order, with the URIs of the files that did upload.
         """
         if not files:
             return []
-        uploaded: dict[int, str] = {}
-        failures: list[RunnerError] = []
         workers = max(1, min(concurrency, len(files)))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
         # The pool's threads do not inherit the caller's context: each upload's span gets its parent from here.
         parent = otel_context.get_current()
         try:
-            futures = {
-                pool.submit(self._upload_file_in_span, file, parent): index for index, file in enumerate(files)
-            }
-            for future in as_completed(futures):
-                if future.cancelled():
-                    continue
-                try:
-                    uploaded[futures[future]] = future.result()
-                except RunnerError as error:
-                    if not failures:
-                        for pending in futures:
-                            pending.cancel()
-                    failures.append(error)
+            futures = [pool.submit(self._upload_file_in_span, file, parent) for file in files]
+            # This thread wakes once, when all are done or one has failed, not once per upload: each wake-up
+            # would take the GIL from the uploads.
+            wait(futures, return_when=FIRST_EXCEPTION)
         finally:
-            # Also when the runner is stopped mid-way (TerminatedError): the queued uploads are dropped,
-            # only those under way are waited for, so the failure report goes out in time.
+            # After a failure, and also when the runner is stopped mid-way (TerminatedError): the queued uploads
+            # are dropped, only those under way are waited for, so the failure report goes out in time.
             pool.shutdown(wait=True, cancel_futures=True)
+        uploaded: dict[int, str] = {}
+        failures: list[RunnerError] = []
+        for index, future in enumerate(futures):
+            if future.cancelled():
+                continue
+            try:
+                uploaded[index] = future.result()
+            except RunnerError as error:
+                failures.append(error)
         if failures:
             raise UploadsFailedError(
                 f"{failures[0].message} ({len(failures)} of {len(files)} upload(s) failed, "
@@ -327,7 +344,10 @@ class RunStorage:
 
     def _upload_file(self, file: BlobFile) -> str:
         with file.path.open("rb") as data:
-            return self._upload(data, file.container, file.name, content_type=file.content_type)
+            if os.fstat(data.fileno()).st_size <= SINGLE_PUT_BYTES:
+                return self._upload(data, file.container, file.name, content_type=file.content_type)
+            with self._block_upload:
+                return self._upload(data, file.container, file.name, content_type=file.content_type)
 
     def _upload(
         self,

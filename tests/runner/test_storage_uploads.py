@@ -17,6 +17,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from orchestrations.contracts import RunnerEvent, RunnerEventStatus
+from runner import storage as storage_module
 from runner.environment import OutputPrefix
 from runner.storage import (
     BLOCK_CONCURRENCY,
@@ -213,6 +214,60 @@ def test_a_file_above_the_single_put_limit_goes_in_blocks_at_once_and_lands_byte
     blob = BlobServiceClient.from_connection_string(azurite).get_blob_client(unique_name, "run-1/out/large.bin")
     assert blob.download_blob().readall() == path.read_bytes()
     assert blob.get_blob_properties().content_settings.content_type == "application/x-parquet"
+    storage.close()
+
+
+def test_files_in_blocks_go_one_at_a_time_whatever_the_number_of_upload_threads(
+    azurite: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each file in blocks holds up to BLOCK_CONCURRENCY blocks in memory: three of them uploaded 16 at a
+    # time must not hold three times that. The limits scaled down as above.
+    block = 16 * 1024
+    monkeypatch.setattr(storage_module, "SINGLE_PUT_BYTES", 4 * block)
+    lock = threading.Lock()
+    in_flight: dict[str, int] = {}
+    overlaps: list[list[str]] = []
+
+    def block_of(message: Any) -> str | None:
+        url = message.http_request.url
+        return url.split("?")[0] if "comp=block&" in url + "&" else None
+
+    def on_request(request: Any) -> None:
+        if (blob := block_of(request)) is not None:
+            with lock:
+                in_flight[blob] = in_flight.get(blob, 0) + 1
+                if sum(count > 0 for count in in_flight.values()) > 1:
+                    overlaps.append(sorted(name for name, count in in_flight.items() if count))
+
+    def on_response(response: Any) -> None:
+        if (blob := block_of(response)) is not None:
+            with lock:
+                in_flight[blob] -= 1
+
+    BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
+    service = BlobServiceClient.from_connection_string(
+        azurite, transport=blob_transport(), max_single_put_size=4 * block, max_block_size=block,
+        raw_request_hook=on_request, raw_response_hook=on_response,
+    )
+    storage = RunStorage(
+        StorageClients(service, QueueClient.from_connection_string(azurite, f"{unique_name}-events")),
+        OutputPrefix.parse(f"az://{unique_name}/run-1/"),
+    )
+    paths = []
+    for number in range(3):
+        paths.append(tmp_path / f"large{number}.bin")
+        paths[-1].write_bytes(os.urandom(20 * block))
+    paths += small_files(tmp_path, 5)
+
+    storage.upload_files(
+        [storage.output_file(path, path.name, content_type="application/octet-stream") for path in paths],
+        concurrency=16,
+    )
+
+    assert overlaps == []
+    assert sorted(url.rsplit("/", 1)[-1] for url in in_flight) == ["large0.bin", "large1.bin", "large2.bin"]
+    container = BlobServiceClient.from_connection_string(azurite).get_container_client(unique_name)
+    assert len(list(container.list_blobs())) == 8
     storage.close()
 
 
