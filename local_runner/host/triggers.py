@@ -81,6 +81,10 @@ BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"
 # (ScanBlobScanLogHybridPollingStrategy.cs L23 in azure-webjobs-sdk @f79ea0bf,
 # src/Microsoft.Azure.WebJobs.Extensions.Storage/Blobs/Listeners).
 FULL_SCAN_INTERVAL = timedelta(seconds=10)
+# The most blobs the scan lists per second when it finds nothing new, however short the interval: the Functions
+# host lists at most 10,000 per 10-second poll (_scanBlobLimitPerPoll, ScanBlobScanLogHybridPollingStrategy.cs).
+# So a container of many uploads is listed less often when idle, and the scan's CPU stays bounded.
+SCANNED_BLOBS_PER_SECOND = 1000
 # New names a pass looks up one by one (two requests each: the blob's properties, its receipt); more at once
 # and a full listing is cheaper.
 NEW_NAMES_PER_LOOKUP = 16
@@ -250,6 +254,10 @@ class TriggerPoller(ABC):
         if workers is not None:
             workers.shutdown(wait=False)
 
+    def _least_delay(self) -> float:
+        """The shortest wait after a pass that found nothing, whatever the back-off says."""
+        return 0.0
+
     @abstractmethod
     def _fetch(self, *, more_of_this_pass: bool) -> list[tuple[Any, Callable[[], int]]]:
         """At most a batch of (key, delivery) pairs not in flight; a delivery returns the items it handled."""
@@ -299,6 +307,7 @@ class TriggerPoller(ABC):
                     )
                 continue
             delay = self._backoff.next_delay(found_since_last_delay=self._found_since_last_delay)
+            delay = max(delay, self._least_delay())
             self._found_since_last_delay = False
             self._clock.wait(self._stopping, delay)
 
@@ -320,7 +329,7 @@ class BlobTriggerPoller(TriggerPoller):
     often), whenever more than `NEW_NAMES_PER_LOOKUP` new names appear at once, and on every `poll_once`.
     A full listing reads the receipts again when what it lists changed, and at least every
     `FULL_SCAN_INTERVAL`, so a receipt lost meanwhile means one more delivery, as the host delivers at least
-    once; an idle pass costs one listing of names.
+    once; an idle pass costs one listing of names, and idle passes list at most `SCANNED_BLOBS_PER_SECOND`.
     """
 
     def __init__(
@@ -393,6 +402,9 @@ class BlobTriggerPoller(TriggerPoller):
         self._listed = None  # an explicit pass lists in full and reads the receipts, whatever changed
         self._full_scan_due = _DUE_NOW
         return super().poll_once()
+
+    def _least_delay(self) -> float:
+        return len(self._known) / SCANNED_BLOBS_PER_SECOND
 
     def _list_new(self) -> list[BlobProperties]:
         """The blobs of the trigger's path that have attempts left; [] while the container does not exist."""

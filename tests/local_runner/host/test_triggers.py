@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from local_runner.host.triggers import (
     BLOB_POISON_QUEUE,
     FULL_SCAN_INTERVAL,
     HOSTS_CONTAINER,
+    SCANNED_BLOBS_PER_SECOND,
     BlobPath,
     BlobTriggerPoller,
     QueueTriggerPoller,
@@ -234,9 +236,11 @@ class CountingClock(ManualClock):
     def __init__(self) -> None:
         super().__init__()
         self.waits = 0
+        self.asked: list[float] = []
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         self.waits += 1
+        self.asked.append(seconds)
         return super().wait(event, seconds)
 
 
@@ -279,6 +283,27 @@ def test_between_full_scans_new_names_are_found_with_their_receipts_and_an_overw
         wait_for(lambda: uploads_of(calls) == [b"first", b"done", b"new", b"first, again"])
     finally:
         poller.stop()
+
+
+def test_an_idle_scan_of_many_blobs_waits_longer_than_its_interval_so_it_lists_at_most_its_budget_per_second(
+    azurite: str, uploads: ContainerClient, index: FunctionIndex, invoker: Invoker, calls: list[dict[str, Any]],
+    unique_name: str,
+) -> None:
+    count = 150
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda number: uploads.upload_blob(f"in/{number:03}.csv", b"x"), range(count)))
+    clock = CountingClock()
+    poller = BlobTriggerPoller(azurite, index.get("on_upload"), invoker, clock, host_id=unique_name, interval=0.1)
+    poller.start()
+    try:
+        wait_for(lambda: len(uploads_of(calls)) == count and clock.waits > 0)
+        waits = clock.waits
+        clock.advance(1.0)
+        wait_for(lambda: clock.waits > waits)  # idle passes since
+    finally:
+        poller.stop()
+
+    assert min(clock.asked[-2:]) >= count / SCANNED_BLOBS_PER_SECOND > 0.1
 
 
 def test_a_blob_path_matches_its_pattern_and_lists_by_its_literal_prefix() -> None:
