@@ -22,6 +22,7 @@ quoted) against PACTA's R parser, and peak RSS (VmHWM) by file size.
 from __future__ import annotations
 
 import argparse
+import compileall
 import importlib.util
 import os
 import random
@@ -157,6 +158,17 @@ def timed_process(command: list[str]) -> tuple[float, int]:
     return seconds, usage.ru_maxrss
 
 
+def cpu_pressure() -> str:
+    """`, CPU pressure N%`: Linux's share of the last 10 s in which runnable tasks waited for a CPU (`some
+    avg10`; the parser splits its work only below 50%, runner/tasks/portfolio_parser/parallel.py); "" without it."""
+    try:
+        with open("/proc/pressure/cpu", encoding="ascii") as file:
+            fields = dict(field.split("=", 1) for field in file.readline().split()[1:] if "=" in field)
+        return f", CPU pressure {float(fields['avg10']):.0f}%"
+    except (OSError, KeyError, ValueError):
+        return ""
+
+
 def spread(values: list[float]) -> str:
     return f"{min(values):6.3f} / {statistics.median(values):6.3f} / {max(values):6.3f}"
 
@@ -167,6 +179,9 @@ def against_pandas(work: Path, rows: int, runs: int) -> None:
     path = input_dir / "portfolio.csv"
     write_portfolio(path, rows)
     output = work / "whole-out"
+    # As the runner image does (`compileall` in runner/Dockerfile): where PYTHONDONTWRITEBYTECODE is set, as on
+    # these machines, nothing else writes the checkout's bytecode, and each run would compile the parser again.
+    compileall.compile_dir(ROOT / "runner", quiet=1)
     commands = {
         "parser": [sys.executable, "-m", "runner", "parse-portfolio", str(input_dir), str(output)],
         "pandas": [sys.executable, "-c", PANDAS_READ, str(path)],
@@ -177,7 +192,7 @@ def against_pandas(work: Path, rows: int, runs: int) -> None:
     print(
         f"whole process: {rows:,} rows ({path.stat().st_size / 2**20:.1f} MiB), {GROUPS} sub-portfolios, "
         f"{runs} runs of each side by side after a warm-up; {os.cpu_count()} cores, load average "
-        f"{os.getloadavg()[0]:.2f} at the start"
+        f"{os.getloadavg()[0]:.2f} at the start{cpu_pressure()}"
     )
     seconds: dict[str, list[float]] = {name: [] for name in commands}
     peaks: dict[str, list[int]] = {name: [] for name in commands}
@@ -197,6 +212,7 @@ def against_pandas(work: Path, rows: int, runs: int) -> None:
         ratio = statistics.median(seconds["parser"]) / statistics.median(seconds["pandas"])
         fastest = min(seconds["parser"]) / min(seconds["pandas"])
         print(f"  parser / pandas: {ratio:.2f}x (medians), {fastest:.2f}x (minimums)")
+    print(f"  load average {os.getloadavg()[0]:.2f} at the end{cpu_pressure()}")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"  (this bench process peaked at {own / 1024:.1f} MiB, below both: the RSS figures are the children's)")
 

@@ -14,7 +14,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from runner.tasks.portfolio_parser.column import SEPARATOR
+from runner.tasks.portfolio_parser.column import SEPARATOR, has_space
 from runner.tasks.portfolio_parser.currencies import ISO_4217_CODES
 from runner.tasks.portfolio_parser.groups import GroupStore
 from runner.text import quoted, shorten
@@ -137,27 +137,41 @@ class WarningLog:
 
 
 class RowChecks:
-    """Checks ISINs and currencies block by block, remembering the ISINs already checked."""
+    """Checks ISINs and currencies block by block, remembering the values already checked."""
 
     def __init__(self, log: WarningLog) -> None:
         self._log = log
         self._valid_isins: set[str] = set()
         self._isin_problems: dict[str, str] = {}
+        self._valid_currencies: set[str] = set()  # as written, ISO 4217 codes (any case)
+        # What `as_written` found new in a block, for `check` of the same block.
+        self._new: tuple[Sequence[str], set[str], set[str]] | None = None
+
+    def as_written(self, isins: Sequence[str], currencies: Sequence[str]) -> bool:
+        """Whether one block's values, as read (not trimmed), are clean: none missing (empty or
+        `NA`), none with whitespace around it or a quote in it. Values already found valid are;
+        the others (few, once a file's ISINs and currencies have been seen) are looked at one by
+        one. No warning is given here; `check` of the same values reuses what was found."""
+        new_isins = _unseen(isins, self._valid_isins)
+        new_currencies = _unseen(currencies, self._valid_currencies)
+        if not (_all_clean(new_isins) and _all_clean(new_currencies)):
+            return False
+        self._new = (isins, new_isins, new_currencies)
+        return True
 
     def check(self, lines: Sequence[int], isins: Sequence[str], currencies: Sequence[str]) -> None:
         """One block's rows; a missing value is the empty string."""
-        self._check_isins(lines, isins)
-        unknown = {code for code in set(currencies) - ISO_4217_CODES if code and code.upper() not in ISO_4217_CODES}
-        if unknown:
-            for line, code in zip(lines, currencies, strict=True):
-                if code in unknown:
-                    message = f"currency {quoted(code)} is not an ISO 4217 code"
-                    self._log.add(line, "currency", UNKNOWN_CURRENCY, message)
+        new, self._new = self._new, None
+        if new is not None and new[0] is isins:  # as_written has just looked at them
+            _, new_isins, new_currencies = new
+        else:
+            new_isins, new_currencies = _unseen(isins, self._valid_isins), _unseen(currencies, self._valid_currencies)
+        if new_isins:
+            self._check_isins(lines, isins, new_isins)
+        if new_currencies:
+            self._check_currencies(lines, currencies, new_currencies)
 
-    def _check_isins(self, lines: Sequence[int], isins: Sequence[str]) -> None:
-        if self._valid_isins.issuperset(isins):  # the usual case once a file's ISINs have been seen
-            return
-        unchecked = set(isins) - self._valid_isins
+    def _check_isins(self, lines: Sequence[int], isins: Sequence[str], unchecked: set[str]) -> None:
         unchecked.discard("")
         if not unchecked:
             return
@@ -173,6 +187,33 @@ class RowChecks:
             for line, isin in zip(lines, isins, strict=True):
                 if isin in problems:
                     self._log.add(line, "isin", INVALID_ISIN, f"ISIN {quoted(isin)} {problems[isin]}")
+
+    def _check_currencies(self, lines: Sequence[int], currencies: Sequence[str], unchecked: set[str]) -> None:
+        unknown = {code for code in unchecked - ISO_4217_CODES if code and code.upper() not in ISO_4217_CODES}
+        if len(self._valid_currencies) > MAX_REMEMBERED:
+            self._valid_currencies.clear()
+        self._valid_currencies |= unchecked - unknown - {""}
+        if unknown:
+            for line, code in zip(lines, currencies, strict=True):
+                if code in unknown:
+                    message = f"currency {quoted(code)} is not an ISO 4217 code"
+                    self._log.add(line, "currency", UNKNOWN_CURRENCY, message)
+
+
+def _unseen(values: Sequence[str], seen: set[str]) -> set[str]:
+    """The distinct values not in `seen` (usually none: told without making a set of them)."""
+    return set() if seen.issuperset(values) else set(values) - seen
+
+
+def _all_clean(values: set[str]) -> bool:
+    """Each value present, not `NA`, with nothing to trim, and written between quotes as it is (no
+    quote in it). Told on the values joined, unless some whitespace is among them."""
+    if not values:
+        return True
+    joined = SEPARATOR.join(values)
+    if "" in values or "NA" in values or '"' in joined:
+        return False
+    return not has_space(joined) or all(value == value.strip() for value in values)
 
 
 def check_group_names(store: GroupStore, group_cols: list[str], log: WarningLog) -> None:

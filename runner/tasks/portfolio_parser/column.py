@@ -8,7 +8,6 @@ joined (a few bytes a row, cheap to spill). A missing value is the empty string:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
 
 SEPARATOR = "\x00"  # between values; a file with a NUL byte is refused before it is read
@@ -17,13 +16,14 @@ NA_STRINGS = ("", "NA")  # readr's default `na`
 _ASCII_SPACE = "".join(char for char in map(chr, range(128)) if char.isspace())
 
 
-@dataclass(frozen=True)
 class Repeated:
     """One raw value standing for every row of a block: a leading column all of whose lines agree
     (the names, in a file sorted by portfolio), read once rather than per row."""
 
-    value: str
-    count: int
+    __slots__ = ("count", "value")
+
+    def __init__(self, value: str, count: int) -> None:
+        self.value, self.count = value, count
 
 
 class Column:
@@ -52,7 +52,7 @@ def clean_column(raw: Sequence[str] | Repeated, *, join: bool = False) -> Column
         return Column(["" if value == "NA" else value] * raw.count)
     if join and isinstance(raw, list):
         joined = SEPARATOR.join(raw)
-        if joined.isascii() and not any(char in joined for char in _ASCII_SPACE):
+        if not has_space(joined):
             if "NA" in joined and _holds_na(joined):  # not `"NA" in raw`: a compare per value
                 return Column(["" if value == "NA" else value for value in raw])
             column = Column(raw)
@@ -62,6 +62,12 @@ def clean_column(raw: Sequence[str] | Repeated, *, join: bool = False) -> Column
     if "NA" in values:
         values = ["" if value == "NA" else value for value in values]
     return Column(values)
+
+
+def has_space(text: str) -> bool:
+    """Whether `text` may hold whitespace `str.strip()` removes: some ASCII whitespace, or any
+    character outside ASCII (looked for only in ASCII text, one character at a time)."""
+    return not text.isascii() or any(char in text for char in _ASCII_SPACE)
 
 
 def _holds_na(joined: str) -> bool:

@@ -13,7 +13,6 @@ and no multi-byte character contains an ASCII byte, so the counts are those of t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 CANDIDATES = (",", ";", "\t", "|", ":")
 _CANDIDATE_BYTES = tuple(candidate.encode() for candidate in CANDIDATES)
@@ -23,14 +22,13 @@ _NOT_COUNTED = bytes(byte for byte in range(256) if bytes([byte]) not in (*_CAND
 BLANK_BYTES = b" \t\r\n\x0b\x0c"
 
 
-@dataclass(frozen=True)
 class DelimiterBreak:
     """Where a candidate stops being used equally often: `count` times on `line`, not `expected`."""
 
-    delimiter: str
-    line: int
-    count: int
-    expected: int
+    __slots__ = ("count", "delimiter", "expected", "line")
+
+    def __init__(self, delimiter: str, line: int, count: int, expected: int) -> None:
+        self.delimiter, self.line, self.count, self.expected = delimiter, line, count, expected
 
 
 class DelimiterTally:

@@ -15,7 +15,7 @@ through a UTF-8 copy (transcode.py).
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _LATIN1_FALLBACK = "portfolio-parser-latin1"
 # R's binary check looks at this many bytes; so does the guess of UTF-16 without a byte order mark.
@@ -29,8 +29,7 @@ _BOMS = (
 )
 
 
-@dataclass(frozen=True)
-class ByteFacts:
+class ByteFacts(NamedTuple):
     """What the encoding guess needs to know about a file's bytes."""
 
     is_ascii: bool

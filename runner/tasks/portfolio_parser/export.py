@@ -14,12 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import uuid
-from dataclasses import dataclass, field
 from itertools import chain, groupby
 from operator import itemgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from runner.tasks.portfolio_parser.checks import (
     DECIMAL_MARK,
@@ -32,6 +30,7 @@ from runner.tasks.portfolio_parser.groups import GroupKey, GroupPiece, GroupStor
 from runner.tasks.portfolio_parser.market_values import RenderedValues, decimal_conflicts, render_values
 from runner.tasks.portfolio_parser.marks import Marks
 from runner.tasks.portfolio_parser.parallel import fork_call, spare_core
+from runner.tasks.portfolio_parser.rows import as_is_rows, columns_of
 from runner.text import quoted
 
 HEADER = b'"isin","market_value","currency"\n'
@@ -45,25 +44,23 @@ GROUP_SPLIT_SLACK = 0.05
 Unit = tuple[GroupKey, int, int]  # a piece: its group, its index in the group, its rows
 
 
-@dataclass
-class _Rendered:
+class _Rendered(NamedTuple):
     """What the forked process rendered: pieces, each one's bytes at a place in `path`; or whole
     groups, each an output file of its own in the work directory (`files`)."""
 
     path: str
     places: list[tuple[GroupKey, int, int]]  # group, offset, length
     log: WarningLog
-    files: list[tuple[GroupKey, str, str]] = field(default_factory=list)  # group, path, MD5
+    files: list[tuple[GroupKey, str, str]]  # group, path, MD5
 
 
-@dataclass
 class _Output:
     """One output file being written; `entry` is its manifest entry, completed when closed."""
 
-    key: GroupKey
-    file: IO[bytes]
-    digest: Any
-    entry: dict[str, Any]
+    __slots__ = ("digest", "entry", "file", "key")
+
+    def __init__(self, key: GroupKey, file: IO[bytes], digest: Any, entry: dict[str, Any]) -> None:
+        self.key, self.file, self.digest, self.entry = key, file, digest, entry
 
     def write(self, data: bytes) -> None:
         self.file.write(data)
@@ -160,7 +157,7 @@ def _render_units(store: GroupStore, marks: Marks, units: list[Unit], work_dir: 
             data = _render_piece(store.piece(key, index), marks, log)
             places.append((key, scratch.tell(), len(data)))
             scratch.write(data)
-    return _Rendered(scratch.name, places, log)
+    return _Rendered(scratch.name, places, log, [])
 
 
 def _open_output(
@@ -186,10 +183,20 @@ def _new_entry(
     """A group's manifest entry, named `<uuid4>.csv`, put into `written` at once (for clean-up)."""
     # export_portfolio's key order: output_md5 (set when written), output_filename, output_rows, the
     # names. R writes a missing name as [null], which PACTA's Go decoder rejects; null reads as "".
-    entry: dict[str, Any] = {"output_md5": "", "output_filename": f"{uuid.uuid4()}.csv", "output_rows": rows}
+    entry: dict[str, Any] = {"output_md5": "", "output_filename": f"{_uuid4()}.csv", "output_rows": rows}
     entry.update(zip(group_cols, key, strict=True))
     written[key] = entry
     return entry
+
+
+def _uuid4() -> str:
+    """A random UUID as `str(uuid.uuid4())` gives it (version 4, RFC 4122 variant), without importing
+    uuid, which imports platform: 2 ms of every parse's start-up."""
+    value = bytearray(os.urandom(16))
+    value[6] = value[6] & 0x0F | 0x40
+    value[8] = value[8] & 0x3F | 0x80
+    digits = value.hex()
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def _close(output: _Output, open_outputs: list[_Output]) -> None:
@@ -202,15 +209,17 @@ def _render_piece(piece: GroupPiece, marks: Marks, log: WarningLog) -> bytes:
     """The rows' CSV lines. Each column is made into its part of a line (`"isin",`, the value,
     `,"currency"` and the line end) on the joined column; then the parts are interleaved. When no
     isin or currency is missing or holds a quote (the usual piece), the quotes and commas go
-    between the values as parts of their own instead: no string is made for each one."""
+    between the values as parts of their own instead: no string is made for each one. A piece
+    rendered when read (for a decimal point) is that, unless the column's decimal mark is `,`."""
+    if piece.rendered is not None:
+        if marks.decimal == ".":
+            return piece.rendered  # money values: nothing to warn about (reader._read_money_block)
+        isins, currencies = columns_of(piece.rendered)
+        piece = GroupPiece(piece.lines, isins, piece.values, currencies, piece.count)
     values = render_values(piece.values, marks)
     _log_market_values(piece, values, marks, log)
     if _as_is(piece.isins) and _as_is(piece.currencies):
-        parts = ['"', "", '",', "", ',"', "", '"\n'] * piece.count
-        parts[1::7] = piece.isins.split(SEPARATOR)
-        parts[3::7] = values.fields
-        parts[5::7] = piece.currencies.split(SEPARATOR)
-        return "".join(parts).encode("utf-8")
+        return as_is_rows(piece.isins.split(SEPARATOR), values.fields, piece.currencies.split(SEPARATOR))
     parts = [""] * (3 * piece.count)
     parts[0::3] = _decorated(piece.isins, '"', '",')
     parts[1::3] = values.fields

@@ -1,7 +1,8 @@
 """Rows by sub-portfolio (dplyr's `group_by(portfolio_name, investor_name)`), in bounded memory.
 
 Each group keeps its rows in file order as pieces: the isin, market value and currency columns
-joined into strings, and the line numbers. Past `BUFFERED_ROWS` rows in memory, every buffered
+joined into strings, and the line numbers; or, for a block rendered when read, its output lines and
+its market values. Past `BUFFERED_ROWS` rows in memory, every buffered
 piece is appended to a spill file and read back, a piece at a time, when its group is written, so
 memory does not grow with the file. A store can take over the spilled pieces of another (the other
 half of the file, parsed in another process). Groups come out as dplyr orders them: ascending by
@@ -16,11 +17,10 @@ import tempfile
 from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from itertools import compress, islice, repeat
 from operator import add, itemgetter, mul, ne, or_
 from pathlib import Path
-from typing import IO, Union
+from typing import IO, NamedTuple, Union
 
 from runner.tasks.portfolio_parser.column import SEPARATOR, Column
 
@@ -34,30 +34,30 @@ BUFFERED_ROWS = 250_000
 MAX_RUNS = 1_000
 
 
-@dataclass(frozen=True)
 class GroupPiece:
-    """Consecutive rows (in file order) of one group."""
+    """Consecutive rows (in file order) of one group. `rendered`: their output lines, made when
+    read for a decimal point (rows.py; `isins` and `currencies` are then empty, and in them)."""
 
-    lines: Lines
-    isins: str
-    values: str
-    currencies: str
-    count: int
+    __slots__ = ("count", "currencies", "isins", "lines", "rendered", "values")
+
+    def __init__(
+        self, lines: Lines, isins: str, values: str, currencies: str, count: int, rendered: bytes | None = None
+    ) -> None:
+        self.lines, self.isins, self.values, self.currencies = lines, isins, values, currencies
+        self.count, self.rendered = count, rendered
 
 
-@dataclass(frozen=True)
 class Spilled:
     """Where a piece was written: the spill file (an index into the store's files), offset,
     length; and its number of rows."""
 
-    file: int
-    offset: int
-    length: int
-    count: int
+    __slots__ = ("count", "file", "length", "offset")
+
+    def __init__(self, file: int, offset: int, length: int, count: int) -> None:
+        self.file, self.offset, self.length, self.count = file, offset, length, count
 
 
-@dataclass(frozen=True)
-class SpilledStore:
+class SpilledStore(NamedTuple):
     """Everything a store held, written to `path`: each group's pieces and row count."""
 
     path: str
@@ -98,6 +98,14 @@ class GroupStore:
         if self._buffered_rows > self._limit:
             self._spill()
 
+    def add_rendered(self, lines: Sequence[int], names: list[Column], values: str, rendered: bytes) -> None:
+        """A block of rows of one group (`names` agree down it) already rendered as output lines
+        (`rendered`, for a decimal point), with their market values as read, joined."""
+        piece = GroupPiece(_lines(lines), "", values, "", len(lines), rendered)
+        self._keep(_group_key([name.values for name in names], 0), piece)
+        if self._buffered_rows > self._limit:
+            self._spill()
+
     def ordered_keys(self) -> list[GroupKey]:
         return sorted(self._counts, key=lambda key: tuple((value is None, value or "") for value in key))
 
@@ -122,9 +130,9 @@ class GroupStore:
         if isinstance(piece, GroupPiece):
             return piece
         data = os.pread(self._files[piece.file].fileno(), piece.length, piece.offset)  # no shared file position
-        lines, isins, values, currencies, count = marshal.loads(data)
+        lines, isins, values, currencies, count, rendered = marshal.loads(data)
         numbers = range(*lines) if isinstance(lines, tuple) else array("q", lines)
-        return GroupPiece(numbers, isins, values, currencies, count)
+        return GroupPiece(numbers, isins, values, currencies, count, rendered)
 
     def spill_all(self) -> SpilledStore:
         """Write every piece to the spill file (a `named` store's) and say where each is."""
@@ -195,7 +203,7 @@ class GroupStore:
                 if isinstance(piece, GroupPiece):
                     lines = piece.lines
                     spilled = (lines.start, lines.stop) if isinstance(lines, range) else lines.tobytes()
-                    fields = (spilled, piece.isins, piece.values, piece.currencies, piece.count)
+                    fields = (spilled, piece.isins, piece.values, piece.currencies, piece.count, piece.rendered)
                     data = marshal.dumps(fields)
                     entries[index] = Spilled(file, spill.tell(), len(data), piece.count)
                     spill.write(data)

@@ -16,7 +16,6 @@ Name`, `portfolio`) wins over one merely containing the word (`Portfolio Manager
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from runner.tasks.portfolio_parser.errors import PortfolioFileError, Rule
 from runner.tasks.portfolio_parser.readr_types import guess_type, is_header
@@ -49,13 +48,13 @@ _EXACT_GROUP_NAME = {
 }
 
 
-@dataclass(frozen=True)
 class ColumnMap:
     """Where each field is, whether line 1 is a header, and PACTA's `group_cols`."""
 
-    has_header: bool
-    width: int
-    index: dict[str, int]
+    __slots__ = ("has_header", "index", "width")
+
+    def __init__(self, has_header: bool, width: int, index: dict[str, int]) -> None:
+        self.has_header, self.width, self.index = has_header, width, index
 
     @property
     def group_cols(self) -> list[str]:

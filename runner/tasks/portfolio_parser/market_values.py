@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from itertools import compress, count, repeat
 
 from runner.tasks.portfolio_parser.column import SEPARATOR
@@ -28,17 +27,24 @@ _LEADING_ZERO = re.compile("\x00-?0[0-9]")
 # At most 13 integer digits (and 2 decimals): at most 15 significant digits.
 _DIGITS_AS_NINES = bytes.maketrans(b"0123456789", b"9999999999")
 _TOO_MANY_DIGITS = b"9" * 14
+# For the money check: b"1" where a point is (or where a value ends), b"0" elsewhere; and the two
+# characters a value's integer part may not start with (`.5`, `012`) both as `z`.
+_POINTS = bytes(ord("1") if byte == ord(".") else ord("0") for byte in range(256))
+_ENDS = bytes(ord("1") if byte == 0 else ord("0") for byte in range(256))
+_ODD_STARTS = bytes.maketrans(b"0.", b"zz")
 # Remembered results of the exact route (repeated values are common); bounded.
 _CACHE_LIMIT = 100_000
 
 
-@dataclass
 class RenderedValues:
     """Output fields of a block, and which rows deserve a warning (indices into the block)."""
 
-    fields: list[str]
-    unparseable: list[int] = field(default_factory=list)
-    negative: list[int] = field(default_factory=list)
+    __slots__ = ("fields", "negative", "unparseable")
+
+    def __init__(self, fields: list[str], *, negative: list[int] | None = None) -> None:
+        self.fields = fields
+        self.unparseable: list[int] = []
+        self.negative = negative if negative is not None else []
 
 
 def render_values(joined: str, marks: Marks) -> RenderedValues:
@@ -113,30 +119,57 @@ def _render_plain(joined: str, marks: Marks) -> RenderedValues | None:
     return RenderedValues(fields, negative=negative)
 
 
+def render_money(joined: str, count: int) -> list[str] | None:
+    """A block of money (`_render_cents`'s column, `count` values) as write.csv writes it with a
+    decimal point, each value with what stands around it in its output line: `",1234.5,"` (see
+    rows.py); None when some value is not money. One more replacement makes every field so."""
+    padded = _cents_padded(joined, count)
+    if padded is None:
+        return None
+    fields = padded.replace(SEPARATOR, ',"' + SEPARATOR + '",')[3:-3].split(SEPARATOR)
+    if "00000\x00" in padded:  # may be narrower in scientific notation
+        for row in rows_ending(padded, "00000\x00"):
+            value = fields[row][2:-2]
+            if value.endswith("00000"):
+                fields[row] = '",' + format_r_double(float(value)) + ',"'
+    return fields
+
+
 def _render_cents(joined: str) -> RenderedValues | None:
     """The usual column, all money: every value digits, a point and two digits (`1234.50`), at
-    most 13 digits before the point, none of them a leading zero; else None. Fewer passes than
-    the general plain route tell it, and two replacements strip the zeros of every fraction:
-    `x.d0` -> `x.d`, then `x.0` -> `x`."""
-    encoded = joined.encode()
-    values = joined.count(SEPARATOR) + 1
-    # Without the digits, every value is one point: no other character, no second point.
-    if encoded.translate(None, delete=_DIGITS) != (b".\x00" * values)[:-1]:
+    most 13 digits before the point, none of them a leading zero; else None."""
+    padded = _cents_padded(joined, joined.count(SEPARATOR) + 1)
+    if padded is None:
         return None
-    nines = encoded.translate(_DIGITS_AS_NINES)
-    padded = SEPARATOR + joined + SEPARATOR
-    if (
-        (nines + b"\x00").count(b".99\x00") != values  # two decimals each
-        or _TOO_MANY_DIGITS in nines
-        or "\x00." in padded  # `.50`: the general route reads it as 0.50
-        or ("\x000" in padded and _LEADING_ZERO.search(padded))
-    ):
-        return None
-    padded = padded.replace("0\x00", "\x00").replace(".0\x00", "\x00")
     fields = padded[1:-1].split(SEPARATOR)
     if "00000\x00" in padded:
         _scientific(fields, rows_ending(padded, "00000\x00"))
     return RenderedValues(fields)
+
+
+def _cents_padded(joined: str, values: int) -> str | None:
+    """`_render_cents`'s column (`values` values) with the zeros stripped off every fraction, between
+    separators; None when some value is not money. Passes over the bytes and a few substring
+    searches tell it, and two replacements strip the zeros: `x.d0` -> `x.d`, then `x.0` -> `x`."""
+    encoded = joined.encode()
+    # Without the digits, every value is one point: no other character, no second point.
+    if encoded.translate(None, delete=_DIGITS) != (b".\x00" * values)[:-1]:
+        return None
+    starts = encoded.translate(_ODD_STARTS)
+    padded = SEPARATOR + joined + SEPARATOR
+    if (starts.startswith(b"z") or b"\x00z" in starts) and (
+        "\x00." in padded or _LEADING_ZERO.search(padded)  # `.50` (the general route reads 0.50), `012.50`
+    ):
+        return None
+    # With one point and a digit before it in every value, two decimals each is: every point
+    # stands three places before the end of its value (the marks, shifted, are equal).
+    if (
+        encoded.translate(_POINTS)[:-2] != (encoded + b"\x00").translate(_ENDS)[3:]
+        or b"." in encoded[-2:]
+        or _TOO_MANY_DIGITS in encoded.translate(_DIGITS_AS_NINES)
+    ):
+        return None
+    return padded.replace("0\x00", "\x00").replace(".0\x00", "\x00")
 
 
 def _scientific(fields: list[str], rows: list[int]) -> None:

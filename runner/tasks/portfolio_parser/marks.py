@@ -19,7 +19,7 @@ The tally keeps, per character, only what those rules need, so the column is nev
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from runner.tasks.portfolio_parser.column import SEPARATOR, Column
 from runner.tasks.portfolio_parser.errors import PortfolioFileError, Rule
@@ -29,17 +29,18 @@ COMMON_GROUPING = (",", ".", " ", "'", "|")
 _DIGIT_BYTES = b"0123456789"
 
 
-@dataclass(frozen=True)
-class Marks:
+class Marks(NamedTuple):
     decimal: str
     grouping: str
 
 
-@dataclass
 class _Character:
-    first_seen: int  # order of first appearance in the column
-    can_group: bool = True
-    repeats: bool = False  # some value holds it twice or more
+    __slots__ = ("can_group", "first_seen", "repeats")
+
+    def __init__(self, first_seen: int) -> None:
+        self.first_seen = first_seen  # order of first appearance in the column
+        self.can_group = True
+        self.repeats = False  # some value holds it twice or more
 
 
 class MarkTally:
@@ -63,6 +64,12 @@ class MarkTally:
                 tally.repeats = True
             if tally.can_group:
                 tally.can_group = _all_can_group(char, values, repeats is not None)
+
+    def feed_money(self) -> None:
+        """The next block, all of whose values are money (`market_values.render_money`: digits, a
+        point and two digits each): what `feed` finds in it, without looking. `.` is in every value
+        once, followed by two digits, so it is no thousands mark, and no value is missing."""
+        self._chars.setdefault(".", _Character(first_seen=len(self._chars))).can_group = False
 
     def merge(self, later: MarkTally) -> None:
         """Take in the tally of the rest of the column (read by another process)."""

@@ -16,10 +16,9 @@ import io
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from runner.tasks.portfolio_parser.column import Repeated
 from runner.tasks.portfolio_parser.encoding import decode_errors
@@ -38,8 +37,7 @@ _CSV_FIELD_LIMIT = csv.field_size_limit()
 _REPLACE_PIECE_CHARS = 29_000
 
 
-@dataclass(frozen=True)
-class RowBlock:
+class RowBlock(NamedTuple):
     """Consecutive rows: `columns[i]` holds the raw values of the i-th requested column."""
 
     lines: Sequence[int]  # a range when no blank line is among them
@@ -171,54 +169,66 @@ class RecordReader:
             yield _lines_text(carry + b"\n", encoding, errors)
 
     def _flat_block(self, text: str, width: int, wanted: list[int], leading: int) -> RowBlock | None:
-        count = text.count("\n")
         first = self._line + 1
-        self._line += count
-        numbers: Sequence[int]
+        numbers: Sequence[int] | None = None  # known once counted: not on the usual route
         if self._blank_lines and _BLANK_LINE.search("\n" + text):
+            count = text.count("\n")
             kept = [(number, line) for number, line in enumerate(text.split("\n")[:count], first) if line.strip(BLANK)]
             numbers = [number for number, _ in kept]
             text = "".join(line + "\n" for _, line in kept)
-        else:
+            self._line += count
+            if not numbers:
+                return None
+        if leading and (read := self._leading_columns(text, first, width, wanted, leading)):
+            lines, columns = read
+            if numbers is None:
+                numbers = range(first, first + lines)
+                self._line += lines
+            if len(numbers) != lines:
+                raise PortfolioFileError(Rule.INTERNAL, f"lines {first}-{self._line} changed while being read")
+            return RowBlock(numbers, columns)
+        if numbers is None:
+            count = text.count("\n")
             numbers = range(first, first + count)
-        if not numbers:
-            return None
-        if leading and (block := self._leading_block(text, numbers, width, wanted, leading)):
-            return block
+            self._line += count
+            if not count:
+                return None
         fields = text[:-1].replace("\n", self._delimiter).split(self._delimiter)
         if len(fields) != len(numbers) * width:  # pass 1 said every line has `width` fields
             raise PortfolioFileError(Rule.INTERNAL, f"lines {first}-{self._line} changed while being read")
         return RowBlock(numbers, [fields[index::width] for index in wanted])
 
-    def _leading_block(
-        self, text: str, numbers: Sequence[int], width: int, wanted: list[int], leading: int
-    ) -> RowBlock | None:
-        """The block when every line starts with the first line's `leading` fields, which are then
-        read once: two C-speed passes (count, remove) spare a split and a strip per row and field.
-        None when some line differs (a portfolio changes in the block)."""
+    def _leading_columns(
+        self, text: str, first: int, width: int, wanted: list[int], leading: int
+    ) -> tuple[int, list[Sequence[str] | Repeated]] | None:
+        """(lines, the `wanted` columns) of `text` (whole lines from line `first` on, none blank, or
+        from the first non-blank line) when every line starts
+        with the first line's `leading` fields, which are then read once: one C-speed pass (remove)
+        spares a split and a strip per row and field. None when some line differs (a portfolio
+        changes in the block), or there is no line."""
         delimiter = self._delimiter
         end = -1
         for _ in range(leading):  # the first line has width - 1 > leading delimiters
-            end = text.index(delimiter, end + 1)
+            end = text.find(delimiter, end + 1)
+            if end == -1:
+                return None
         prefix = text[: end + 1]  # the first line's leading fields, each with its delimiter
         # Each line end followed by the prefix becomes one delimiter, and the first prefix and the
         # last line end are cut off: the other fields of every line, in one string, unless a line
         # does not start with the prefix.
-        others = _replace_line_prefix(text, prefix, delimiter, len(numbers))
-        if others is None:
+        replaced = _replace_line_prefix(text, prefix, delimiter)
+        if replaced is None:
             return None
+        others, lines = replaced
         rest = width - leading
         fields = others[:-1].split(delimiter)
-        if len(fields) != len(numbers) * rest:  # pass 1 said every line has `width` fields
-            raise PortfolioFileError(Rule.INTERNAL, f"lines {numbers[0]}-{numbers[-1]} changed while being read")
+        if len(fields) != lines * rest:  # pass 1 said every line has `width` fields
+            raise PortfolioFileError(Rule.INTERNAL, f"lines {first}-{first + lines - 1} changed while being read")
         firsts = text[:end].split(delimiter)
-        return RowBlock(
-            numbers,
-            [
-                Repeated(firsts[index], len(numbers)) if index < leading else fields[index - leading :: rest]
-                for index in wanted
-            ],
-        )
+        columns: list[Sequence[str] | Repeated] = [
+            Repeated(firsts[index], lines) if index < leading else fields[index - leading :: rest] for index in wanted
+        ]
+        return lines, columns
 
     def _csv_rows(self) -> Iterator[tuple[int, list[str]]]:
         """Non-blank rows with the line each starts on, one at a time (for the first record)."""
@@ -263,23 +273,26 @@ class _ByteRange(io.RawIOBase):
         super().close()
 
 
-def _replace_line_prefix(text: str, prefix: str, by: str, lines: int) -> str | None:
-    """`text` (`lines` whole lines, each starting with `prefix`) with the first prefix cut off and
-    each line end followed by the prefix replaced `by`; None when a line does not start with it.
+def _replace_line_prefix(text: str, prefix: str, by: str) -> tuple[str, int] | None:
+    """`text` (whole lines, the first starting with `prefix`) with the first prefix cut off and each
+    line end followed by the prefix replaced `by` (one character), and the number of lines; None
+    when a line does not start with the prefix (a line end is left, other than the last).
 
-    One count checks the lines. CPython (3.11) searches a pattern of 6 characters or more in what
-    is left of a string over 30,000 characters long with a set-up per search (the two-way
-    algorithm), so one replacement over the whole block would pay it at every line: it is made in
-    pieces shorter than that (a third less time), each cut at a line end."""
-    if not text.startswith(prefix) or text.count("\n" + prefix) != lines - 1:
-        return None
+    The lines are counted from the length the replacements took off, not in a pass of their own.
+    CPython (3.11) searches a pattern of 6 characters or more in what is left of a string over
+    30,000 characters long with a set-up per search (the two-way algorithm), so one replacement
+    over the whole block would pay it at every line: it is made in pieces shorter than that (a
+    third less time), each cut at a line end."""
     pattern, pieces, start = "\n" + prefix, [], len(prefix)
     while start < len(text):
         stop = text.find("\n", start + _REPLACE_PIECE_CHARS)  # the next piece starts with the pattern
         stop = len(text) if stop == -1 else stop
         pieces.append(text[start:stop].replace(pattern, by))
         start = stop
-    return "".join(pieces)
+    others = "".join(pieces)
+    if others.find("\n", 0, len(others) - 1) != -1:
+        return None
+    return others, (len(text) - len(prefix) - len(others)) // (len(pattern) - len(by)) + 1
 
 
 def _lines_text(data: bytes, encoding: str, errors: str) -> str:

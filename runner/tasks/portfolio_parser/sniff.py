@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from runner.tasks.portfolio_parser.delimiter import CANDIDATES, DelimiterBreak, DelimiterTally
 from runner.tasks.portfolio_parser.encoding import ByteFacts, unicode_codec
@@ -29,8 +29,7 @@ _SPECIAL = b"".join(candidate.encode() for candidate in CANDIDATES) + b'\n\r"\x0
 _NOT_SPECIAL = bytes(byte for byte in range(256) if byte not in _SPECIAL)
 
 
-@dataclass(frozen=True)
-class FileFacts:
+class FileFacts(NamedTuple):
     """What one pass over the bytes found."""
 
     digest: FileMd5  # the file's MD5, taken in another process: `md5` waits for it
@@ -158,11 +157,30 @@ class _Scan:
             self.is_utf8 = False
 
 
+# MD5s started before the parser was imported (start_md5s), by path, until scan_file takes them.
+_started: dict[Path, FileMd5] = {}
+
+
+def start_md5s(paths: list[Path]) -> None:
+    """Start taking the MD5 of each of `paths` now (a process each, for a file of 1 MiB or more), for
+    `scan_file` to find: `python -m runner parse-portfolio` calls it for the first file before it
+    imports the rest of the parser, so that the hashing runs on the core start-up leaves idle.
+    `cancel_started` ends the ones never asked for."""
+    for path in paths:
+        _started[path] = FileMd5(path)
+
+
+def cancel_started() -> None:
+    """End the processes of the MD5s started but never taken (their files were not parsed)."""
+    while _started:
+        _started.popitem()[1].cancel()
+
+
 def scan_file(path: Path, *, md5: FileMd5 | None = None) -> FileFacts:
     """Read `path` once, in chunks; lines are cut at the last line end of what has been read.
     The MD5 is taken meanwhile in another process (FileMd5), which goes on while the records
     are read: `FileFacts.md5` waits for it. `md5`: the file's MD5 is that one (a copy's)."""
-    digest = md5 if md5 is not None else FileMd5(path)
+    digest = md5 if md5 is not None else _started.pop(path) if path in _started else FileMd5(path)
     try:
         return _scan(path, digest)
     except BaseException:
