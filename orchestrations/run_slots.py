@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,8 +47,9 @@ LOCK_LEASE_SECONDS = 30.0
 # Reads and conditional writes of the lock row before a grant gives up (each lost race means another host
 # changed it, which is progress; the waiters' polls grant in the end whatever happens).
 LOCK_ATTEMPTS = 20
-# Rounds one grant runs for hosts that asked while it granted, before it leaves the rest to the next call.
-MAX_ROUNDS = 10
+# How long one grant goes on running rounds for the hosts that keep asking while it grants (each ask is a join or
+# a release, so asks end); half the lease, so the lock is given back while it is still this grant's to give.
+GRANT_ROUNDS_SECONDS = LOCK_LEASE_SECONDS / 2
 
 
 @dataclass(frozen=True)
@@ -161,15 +163,19 @@ class RunSlots:
             raise ValueError(f"the cap must be 1..{MAX_CAP}, not {cap}")
         lock = self._lock_or_ask(ask=not poll)
         grants: list[Grant] = []
-        for _ in range(MAX_ROUNDS):
-            if lock is None:
-                return grants
-            try:
+        # Rounds go on while hosts ask, and the lock is given back whatever happens: a lock left held (the lease
+        # runs 30 s) would turn every join and release into an ask nobody answers, until the waiters' polls.
+        stop_asking_at = time.monotonic() + GRANT_ROUNDS_SECONDS
+        try:
+            while lock is not None:
                 grants += self._grant_round(cap, alive if poll else None)
-            finally:
+                if time.monotonic() > stop_asking_at:
+                    logger.warning("asked for rounds for %.0f s; the waiters' next polls grant the rest",
+                                   GRANT_ROUNDS_SECONDS)
+                    break
                 lock = self._unlock(lock)  # still held: someone asked for a round meanwhile
-        if lock is not None:
-            self._unlock(lock)  # asked again and again: the next join, release or poll grants the rest
+        finally:
+            self._give_back(lock)
         return grants
 
     def _grant_round(self, cap: int, alive: Callable[[list[str]], set[str]] | None) -> list[Grant]:
@@ -241,6 +247,17 @@ class RunSlots:
             if current.get("lease") != lock.lease:
                 return None  # our lease ended and another host took the lock: it grants from here
             return _Lock(lock.lease, _etag(current))
+
+    def _give_back(self, lock: _Lock | None) -> None:
+        """Unlock, however often someone asks meanwhile (their asks then wait for the next grant)."""
+        for _ in range(LOCK_ATTEMPTS):
+            if lock is None:
+                return
+            try:
+                lock = self._unlock(lock)
+            except Exception:  # storage out
+                break
+        logger.warning("the grant lock could not be given back; its lease ends within %.0f s", LOCK_LEASE_SECONDS)
 
     def _update_lock(self, row: dict[str, Any], etag: str) -> dict[str, Any]:
         return self._table.update_entity(row, mode=UpdateMode.REPLACE, etag=etag,

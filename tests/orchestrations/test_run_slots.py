@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from azure.data.tables import TableServiceClient
@@ -130,6 +131,29 @@ def test_a_crashed_granters_lock_is_outlived(
     assert slots.grant(1, everyone_alive) == []  # asks the holder, which never answers
     time.sleep(run_slots.LOCK_LEASE_SECONDS)
     assert [grant.run_id for grant in slots.grant(1, everyone_alive, poll=True)] == ["run-a"]
+
+
+def test_a_grant_asked_for_round_after_round_answers_every_ask_and_gives_the_lock_back(
+    azurite: str, table_name: str
+) -> None:
+    other = host(azurite, table_name)
+    joins = iter(range(1, 16))
+
+    class AskedWhileGranting(RunSlots):
+        def _grant_round(self, cap: int, alive: Any) -> list[run_slots.Grant]:
+            for index in joins:  # another host's join, fifteen rounds in a row, each asking for a round
+                other.join_line(f"run-{index:02}", at(index))
+                assert other.grant(cap, everyone_alive) == []
+                break
+            return super()._grant_round(cap, alive)
+
+    granter = AskedWhileGranting(TableServiceClient.from_connection_string(azurite).get_table_client(table_name))
+    granter.join_line("run-00", at(0))
+
+    granted = granter.grant(20, everyone_alive)
+
+    assert [grant.run_id for grant in granted] == [f"run-{index:02}" for index in range(16)]
+    assert other._lock_or_ask(ask=False) is not None  # the lock was given back: another host takes it
 
 
 def test_a_grant_refuses_a_cap_it_cannot_hold(azurite: str, table_name: str) -> None:
