@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,22 @@ def test_a_missing_events_queue_is_made_and_the_message_sent(azurite: str, uniqu
     assert len(log.creates()) == 1
 
 
+def watched_block_storage(
+    azurite: str, container: str, block: int, on_request: Callable[[Any], None], on_response: Callable[[Any], None]
+) -> RunStorage:
+    """The runner's storage over the runner's transport with `block`-byte blocks above 4 blocks, each request and
+    response seen by the hooks, writing under az://<container>/run-1/."""
+    BlobServiceClient.from_connection_string(azurite).create_container(container)
+    service = BlobServiceClient.from_connection_string(
+        azurite, transport=blob_transport(), max_single_put_size=4 * block, max_block_size=block,
+        raw_request_hook=on_request, raw_response_hook=on_response,
+    )
+    return RunStorage(
+        StorageClients(service, QueueClient.from_connection_string(azurite, f"{container}-events")),
+        OutputPrefix.parse(f"az://{container}/run-1/"),
+    )
+
+
 def test_a_file_above_the_single_put_limit_goes_in_blocks_at_once_and_lands_byte_identical(
     azurite: str, unique_name: str, tmp_path: Path
 ) -> None:
@@ -195,15 +211,7 @@ def test_a_file_above_the_single_put_limit_goes_in_blocks_at_once_and_lands_byte
             with lock:
                 in_flight -= 1
 
-    BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
-    service = BlobServiceClient.from_connection_string(
-        azurite, transport=blob_transport(), max_single_put_size=4 * block, max_block_size=block,
-        raw_request_hook=on_request, raw_response_hook=on_response,
-    )
-    storage = RunStorage(
-        StorageClients(service, QueueClient.from_connection_string(azurite, f"{unique_name}-events")),
-        OutputPrefix.parse(f"az://{unique_name}/run-1/"),
-    )
+    storage = watched_block_storage(azurite, unique_name, block, on_request, on_response)
     path = tmp_path / "large.bin"
     path.write_bytes(os.urandom(32 * block - 123))  # the last block short
 
@@ -244,15 +252,7 @@ def test_files_in_blocks_go_one_at_a_time_whatever_the_number_of_upload_threads(
             with lock:
                 in_flight[blob] -= 1
 
-    BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
-    service = BlobServiceClient.from_connection_string(
-        azurite, transport=blob_transport(), max_single_put_size=4 * block, max_block_size=block,
-        raw_request_hook=on_request, raw_response_hook=on_response,
-    )
-    storage = RunStorage(
-        StorageClients(service, QueueClient.from_connection_string(azurite, f"{unique_name}-events")),
-        OutputPrefix.parse(f"az://{unique_name}/run-1/"),
-    )
+    storage = watched_block_storage(azurite, unique_name, block, on_request, on_response)
     paths = []
     for number in range(3):
         paths.append(tmp_path / f"large{number}.bin")
