@@ -38,6 +38,7 @@ from azure.data.tables import TableClient, TableServiceClient, TableTransactionE
 
 from orchestrations.contracts import RunRecord, RunStatus
 from orchestrations.errors import RunnerOrchestratorError
+from orchestrations.storage_transport import storage_transport
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ class RunStore:
 
     @classmethod
     def from_connection_string(cls, connection_string: str, table_name: str) -> RunStore:
-        return cls.open(TableServiceClient.from_connection_string(connection_string), table_name)
+        service = TableServiceClient.from_connection_string(connection_string, transport=storage_transport())
+        return cls.open(service, table_name)
 
     @classmethod
     def open(cls, service: TableServiceClient, table_name: str) -> RunStore:

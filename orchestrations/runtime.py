@@ -16,6 +16,7 @@ from orchestrations.backends import JobBackend, create_backend
 from orchestrations.run_slots import RunSlots
 from orchestrations.run_store import RunStore
 from orchestrations.settings import AppSettings, load_settings
+from orchestrations.storage_transport import storage_transport
 
 
 @functools.cache
@@ -29,7 +30,9 @@ def run_store() -> RunStore:
     if current.storage_connection is not None:
         return RunStore.from_connection_string(current.storage_connection, current.runs_table)
     assert current.storage_table_uri is not None  # AppSettings requires one or the other
-    tables = TableServiceClient(current.storage_table_uri, credential=storage_credential())
+    tables = TableServiceClient(
+        current.storage_table_uri, credential=storage_credential(), transport=storage_transport()
+    )
     return RunStore.open(tables, current.runs_table)
 
 
@@ -48,9 +51,9 @@ def backend() -> JobBackend:
 def blob_service() -> BlobServiceClient:
     current = settings()
     if current.storage_connection is not None:
-        return BlobServiceClient.from_connection_string(current.storage_connection)
+        return BlobServiceClient.from_connection_string(current.storage_connection, transport=storage_transport())
     assert current.storage_blob_uri is not None
-    return BlobServiceClient(current.storage_blob_uri, credential=storage_credential())
+    return BlobServiceClient(current.storage_blob_uri, credential=storage_credential(), transport=storage_transport())
 
 
 @functools.cache

@@ -70,6 +70,7 @@ from local_runner.host.settings import (
     QueueSettings,
 )
 from orchestrations.errors import ConfigurationError
+from orchestrations.storage_transport import storage_transport
 
 logger = logging.getLogger(__name__)
 
@@ -378,7 +379,10 @@ class BlobTriggerPoller(TriggerPoller):
         # The blobs found so far by name (a full listing's, or looked up), and when the next full listing is due.
         self._known: dict[str, BlobProperties] = {}
         self._full_scan_due = _DUE_NOW
-        service = BlobServiceClient.from_connection_string(connection_string)
+        # A connection for each invocation that may run at once, and one for the listing.
+        service = BlobServiceClient.from_connection_string(
+            connection_string, transport=storage_transport(pool_size=self.max_in_flight + 1)
+        )
         self._container = service.get_container_client(self.path.container)
         self._hosts = service.get_container_client(HOSTS_CONTAINER)
         self._poison = QueueClient.from_connection_string(connection_string, BLOB_POISON_QUEUE)
@@ -616,7 +620,9 @@ class QueueTriggerPoller(TriggerPoller):
         self._settings = settings
         self._lease_seconds = visibility_timeout_seconds
         # No encode/decode policy: bodies are read and moved to poison exactly as they were sent.
-        self._queue = QueueClient.from_connection_string(connection_string, self.queue_name)
+        self._queue = QueueClient.from_connection_string(
+            connection_string, self.queue_name, transport=storage_transport(pool_size=self.max_in_flight + 1)
+        )
         self._poison = QueueClient.from_connection_string(
             connection_string, f"{self.queue_name}-poison"
         )

@@ -19,6 +19,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from local_runner.host.durable.errors import StoreConflictError
 from local_runner.host.durable.state import InstanceState, RuntimeStatus
+from orchestrations.storage_transport import storage_transport
 
 # Durable task hub names (Azure Storage provider): a letter, then letters and digits, 3 to 45.
 _TASK_HUB = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,44}$")
@@ -41,7 +42,7 @@ class InstanceStore:
     @classmethod
     def from_connection_string(cls, connection_string: str, task_hub: str) -> InstanceStore:
         """The store for `task_hub`, creating its container if it does not exist yet."""
-        service = BlobServiceClient.from_connection_string(connection_string)
+        service = BlobServiceClient.from_connection_string(connection_string, transport=storage_transport())
         container = service.get_container_client(instances_container_name(task_hub))
         with contextlib.suppress(ResourceExistsError):
             container.create_container()
