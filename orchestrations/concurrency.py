@@ -48,7 +48,7 @@ async def _acquire_slot(request: SlotRequest, client: Any) -> dict:
     slots = runtime.run_slots()
     record = await asyncio.to_thread(runtime.run_store().get_run, request.run_id)
     if record.status is RunStatus.QUEUED and record.cancellation is not None:
-        await _release(slots, request.run_id, client)
+        await _release(slots, request, client)
         return SlotAnswer(granted=False, cancelled=record.cancellation).to_payload()
     # Held already (the look after a SlotGranted, or a retried call): nothing to join or hand out.
     if await asyncio.to_thread(slots.holding, request.run_id) is not None:
@@ -71,7 +71,7 @@ async def release_slot(payload: dict, client: Any) -> dict:
                    execution_ref=request.execution_ref):
         if request.execution_ref is not None:
             await asyncio.to_thread(_wait_for_job_end, request.run_id, ExecutionRef.parse(request.execution_ref))
-        return {"released": await _release(runtime.run_slots(), request.run_id, client)}
+        return {"released": await _release(runtime.run_slots(), request, client)}
 
 
 def _wait_for_job_end(run_id: str, ref: ExecutionRef) -> None:
@@ -93,8 +93,8 @@ def _wait_for_job_end(run_id: str, ref: ExecutionRef) -> None:
                    JOB_END_WAIT_SECONDS)
 
 
-async def _release(slots: RunSlots, run_id: str, client: Any) -> bool:
-    released = await asyncio.to_thread(slots.release, run_id)
+async def _release(slots: RunSlots, request: SlotRequest, client: Any) -> bool:
+    released = await asyncio.to_thread(slots.release, request.run_id, request.requested_at)
     await _grant(slots, client, poll=False)
     return released
 

@@ -119,28 +119,27 @@ class RunSlots:
 
     def position(self, run_id: str) -> int | None:
         """The run's place in line (1: next to start), or None when it is not waiting."""
-        for place, entity in enumerate(self._line(), start=1):
+        for place, entity in enumerate(self._line(select=["run_id"]), start=1):
             if entity["run_id"] == run_id:
                 return place
         return None
 
     def positions(self) -> dict[str, int]:
         """Every waiting run's place in line (one read of the line)."""
-        return {entity["run_id"]: place for place, entity in enumerate(self._line(), start=1)}
+        return {entity["run_id"]: place for place, entity in enumerate(self._line(select=["run_id"]), start=1)}
 
     def waiting(self) -> int:
-        return sum(1 for _ in self._line())
+        return sum(1 for _ in self._line(select=["RowKey"]))
 
     def holders(self) -> dict[str, str]:
         """Slot key -> run id, for the held slots."""
         return {slot.key: slot.holder for slot in self._slots() if slot.holder}
 
-    def release(self, run_id: str) -> bool:
-        """Give back the run's slots (one, unless a lease expired mid-grant) and take it out of line;
-        whether it held a slot. Idempotent."""
-        for entity in self._line():
-            if entity["run_id"] == run_id:
-                self._table.delete_entity(LINE_PARTITION, entity["RowKey"])
+    def release(self, run_id: str, uploaded_at: datetime) -> bool:
+        """Give back the run's slots (one, unless a lease expired mid-grant) and take it out of line (it joined at
+        `uploaded_at`); whether it held a slot. Idempotent."""
+        # By its key: reading the line to find the row would read every waiter, at each of a burst's releases.
+        self._table.delete_entity(LINE_PARTITION, line_key(run_id, uploaded_at))  # no error when it is not there
         released = False
         for slot in self._slots():
             if slot.holder == run_id and self._set_holder(slot, ""):
@@ -269,9 +268,12 @@ class RunSlots:
             for entity in self._table.query_entities(f"PartitionKey eq '{SLOT_PARTITION}'")
         ]
 
-    def _line(self, limit: int | None = None) -> Iterable[dict]:
-        """The waiters, head first (Table storage returns a partition in row key order)."""
-        entities = self._table.query_entities(f"PartitionKey eq '{LINE_PARTITION}'", results_per_page=limit)
+    def _line(self, limit: int | None = None, select: list[str] | None = None) -> Iterable[dict]:
+        """The waiters, head first (Table storage returns a partition in row key order); only the `select`ed
+        properties if given."""
+        entities = self._table.query_entities(
+            f"PartitionKey eq '{LINE_PARTITION}'", results_per_page=limit, select=select
+        )
         for count, entity in enumerate(entities, start=1):
             yield entity
             if limit is not None and count >= limit:

@@ -66,9 +66,9 @@ def test_a_release_lets_the_next_in_line_start_and_joining_again_changes_nothing
     slots.join("run-a", at(0))  # a retried join of a run that holds a slot
 
     assert slots.holders() == {"0000": "run-a"} and slots.waiting() == 2
-    assert slots.release("run-a") and not slots.release("run-a")
+    assert slots.release("run-a", at(0)) and not slots.release("run-a", at(0))
     assert [grant.run_id for grant in slots.grant(1, everyone_alive)] == ["run-b"]
-    assert slots.release("run-c") is False  # a waiter that gives up leaves the line
+    assert slots.release("run-c", at(2)) is False  # a waiter that gives up leaves the line
     assert slots.waiting() == 0 and slots.holders() == {"0000": "run-b"}
 
 
@@ -80,10 +80,10 @@ def test_lowering_the_cap_starts_nothing_until_below_it_and_raising_it_starts_at
         slots.join(f"run-{index}", at(index))
     slots.grant(3, everyone_alive)
 
-    slots.release("run-0")
+    slots.release("run-0", at(0))
     assert slots.grant(1, everyone_alive) == []  # cap now 1, two still hold slots above it
-    slots.release("run-1")
-    slots.release("run-2")
+    slots.release("run-1", at(1))
+    slots.release("run-2", at(2))
     assert [grant.run_id for grant in slots.grant(1, everyone_alive)] == ["run-3"]
     assert [grant.run_id for grant in slots.grant(3, everyone_alive)] == ["run-4", "run-5"]
 
@@ -198,7 +198,7 @@ def test_two_hundred_runs_on_four_hosts_never_exceed_the_cap_and_each_gets_one_s
         threading.Event().wait(random.uniform(0, 0.02))  # the job
         with lock:
             running.discard(run_id)
-        slots.release(run_id)
+        slots.release(run_id, at(index))
         start(slots.grant(cap, everyone_alive))
 
     with ThreadPoolExecutor(max_workers=40) as pool:
