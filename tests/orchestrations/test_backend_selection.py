@@ -49,3 +49,23 @@ def test_emulator_with_an_engine_and_the_image_uses_docker(runner_image: str, ca
     chosen = select_backend_name(settings(RUNNER_IMAGE=runner_image, **EMULATOR))
 
     assert chosen is BackendName.DOCKER, caplog.text
+
+
+@pytest.mark.parametrize(("cores", "cap"), [(1, 3), (2, 4), (8, 10), (64, 10)])
+def test_unset_a_local_backend_runs_as_many_jobs_as_the_machine_has_cores_and_two_more_at_most_ten(
+    monkeypatch: pytest.MonkeyPatch, cores: int, cap: int
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)))
+
+    assert settings(RUNNER_BACKEND="process", **EMULATOR).max_concurrent_runs == cap
+    assert settings(RUNNER_BACKEND="docker", **EMULATOR).max_concurrent_runs == cap
+
+
+def test_unset_container_apps_runs_ten_jobs_at_once_and_a_set_cap_holds_on_every_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+
+    assert settings().max_concurrent_runs == 10
+    assert settings(RUNNER_BACKEND="process", MAX_CONCURRENT_RUNS="7", **EMULATOR).max_concurrent_runs == 7
+    assert settings(MAX_CONCURRENT_RUNS="25").max_concurrent_runs == 25
