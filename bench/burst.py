@@ -1,6 +1,7 @@
 """Bursts of uploads on the in-process host: burst time against the jobs' CPU bound, intake, memory, latency.
 
-    .venv/bin/python bench/burst.py [--uploads 200] [--bursts 3] [--singles 9] [--bare 5] [--max-polling-interval S]
+    .venv/bin/python bench/burst.py [--uploads 200] [--bursts 3] [--singles 9] [--bare 7] [--alone 40]
+        [--max-polling-interval S]
     (`make bench` runs it)
 
 One private, in-memory Azurite and one in-process host on the process backend (the app's own settings:
@@ -9,7 +10,9 @@ MAX_CONCURRENT_RUNS and host.json as they are), then, in one run:
 1. The bare job: `--bare` runs of the sample portfolio's parse job started through the process backend itself
    (no host: the backend's `start`, then `status` every 5 ms until it ended; one warm-up not counted). Their
    median wall time, and their CPU time (user + system of the job's processes, from the kernel's accounting of
-   reaped children).
+   reaped children). Then `--alone` of them started MAX_CONCURRENT_RUNS at once, the next as one ends, as the
+   host's cap runs them: the jobs' own time at the cap, with no host (it includes what the jobs lose to their
+   start-up, to their storage requests and to sharing the cores, which the CPU-bound time does not).
 2. Upload -> recorded, one upload at a time (`--singles`): from just before `upload_blob` until the run's record
    is terminal (the runs table read every 10 ms). The median overhead is that median minus the bare job's.
 3. `--bursts` bursts of `--uploads` uploads at once (16 uploading threads). For each: the time until every run is
@@ -17,7 +20,8 @@ MAX_CONCURRENT_RUNS and host.json as they are), then, in one run:
    CPU-bound time (the jobs' own CPU, `--uploads` times the bare job's, over this machine's cores), the ratio,
    and the host's RSS (this process: the host runs in it) once the burst is recorded. Also the CPU the host
    (this process, less the bench's own uploading and polling), Azurite and the jobs used during the burst
-   (the jobs' figure counts only the jobs the backend has reaped by then), to show where the rest went.
+   (the jobs' figure counts only the jobs the backend has reaped by then), to show where the rest went, and the
+   burst's time against the jobs alone at the cap.
 
 The runner's completion message is picked up by the queue trigger, which polls as the Functions host does: with
 a back-off up to host.json's maxPollingInterval (2 s in Development when host.json sets none), so that wait is
@@ -49,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 from _local_app import local_app_settings  # noqa: E402
 from azure.core.exceptions import ResourceNotFoundError  # noqa: E402
 from azure.data.tables import TableClient  # noqa: E402
-from azure.storage.blob import BlobServiceClient, ContainerClient  # noqa: E402
+from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient  # noqa: E402
 
 from local_runner.azurite import AzuriteEndpoints, free_port, start_azurite  # noqa: E402
 from local_runner.host.host import LocalHost  # noqa: E402
@@ -57,7 +61,7 @@ from local_runner.host.settings import load_host_settings  # noqa: E402
 from local_runner.process_backend import ProcessJobBackend  # noqa: E402
 from orchestrations import intake, runtime  # noqa: E402
 from orchestrations.callback_tokens import derive_callback_token  # noqa: E402
-from orchestrations.contracts import RunRequest, RunStatus  # noqa: E402
+from orchestrations.contracts import ExecutionRef, RunRequest, RunStatus  # noqa: E402
 from orchestrations.job_spec import build_job_spec  # noqa: E402
 from orchestrations.run_store import PARTITION  # noqa: E402
 
@@ -109,39 +113,65 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def bare_jobs(uploads: ContainerClient, runs: int, work: Path) -> tuple[float, float]:
-    """Median wall seconds and mean CPU seconds of the parse job alone, through the process backend."""
-    settings = runtime.settings()
-    blob_name = "parse_portfolio/bare-job.csv"
-    client = uploads.get_blob_client(blob_name)
-    client.upload_blob(SAMPLE.read_bytes(), overwrite=True)
-    decision = intake.admit_upload(
-        intake.StoredUpload(client), max_bytes=settings.upload_max_bytes, input_scopes=settings.input_scopes,
-        policy=settings.run_policy(), now=datetime.now(UTC),
-    )
-    assert isinstance(decision, RunRequest), decision
-    backend = ProcessJobBackend(work / "bare-runs", project_root=ROOT)
-    walls, cpus = [], []
-    try:
+@dataclasses.dataclass(frozen=True)
+class BareJobs:
+    """The sample portfolio's parse job started through the process backend itself: no host, no orchestration."""
+
+    backend: ProcessJobBackend
+    request: RunRequest
+
+    @classmethod
+    def prepare(cls, uploads: ContainerClient, work: Path) -> tuple[BareJobs, BlobClient]:
+        """The jobs' backend and request, and their input blob (to delete before the host starts)."""
+        settings = runtime.settings()
+        client = uploads.get_blob_client("parse_portfolio/bare-job.csv")
+        client.upload_blob(SAMPLE.read_bytes(), overwrite=True)
+        decision = intake.admit_upload(
+            intake.StoredUpload(client), max_bytes=settings.upload_max_bytes, input_scopes=settings.input_scopes,
+            policy=settings.run_policy(), now=datetime.now(UTC),
+        )
+        assert isinstance(decision, RunRequest), decision
+        return cls(ProcessJobBackend(work / "bare-runs", project_root=ROOT), decision), client
+
+    def start(self) -> ExecutionRef:
+        settings = runtime.settings()
+        request = self.request.model_copy(update={"run_id": f"run-bare{uuid.uuid4().hex}"})
+        spec = build_job_spec(request, derive_callback_token(settings.callback_token_key, request.run_id, 1), settings)
+        # Its completion message goes to a queue nobody reads: the host is not running yet anyway.
+        return self.backend.start(spec.model_copy(update={"env": {**spec.env, "RUNNER_EVENTS_QUEUE": "bench-bare"}}))
+
+    def ended(self, ref: ExecutionRef) -> bool:
+        """Whether the job has ended; once it has, its supervisor is reaped, so that the kernel counts its CPU."""
+        if not self.backend.status(ref).has_ended:
+            return False
+        reap(int((self.backend.work_dir / ref.name / "pid").read_text()))
+        return True
+
+    def one_at_a_time(self, runs: int) -> tuple[float, float]:
+        """Median wall seconds and mean CPU seconds of a job run alone (after one warm-up)."""
+        walls, cpus = [], []
         for number in range(runs + 1):
-            request = decision.model_copy(update={"run_id": f"run-bare{number:04}{uuid.uuid4().hex[:20]}"})
-            spec = build_job_spec(request, derive_callback_token(settings.callback_token_key, request.run_id, 1),
-                                  settings)
-            # Its completion message goes to a queue nobody reads: the host is not running yet anyway.
-            spec = spec.model_copy(update={"env": {**spec.env, "RUNNER_EVENTS_QUEUE": "bench-bare-events"}})
             cpu_before, started = children_cpu(), time.perf_counter()
-            ref = backend.start(spec)
-            while not backend.status(ref).has_ended:
+            ref = self.start()
+            while not self.ended(ref):
                 time.sleep(BARE_POLL_SECONDS)
-            wall = time.perf_counter() - started
-            reap(int((backend.work_dir / ref.name / "pid").read_text()))
-            cpu = children_cpu() - cpu_before
-            if number:  # the first is a warm-up
-                walls.append(wall)
-                cpus.append(cpu)
-    finally:
-        client.delete_blob()  # before the host starts, so it never sees it
-    return statistics.median(walls), statistics.mean(cpus)
+            if number:
+                walls.append(time.perf_counter() - started)
+                cpus.append(children_cpu() - cpu_before)
+        return statistics.median(walls), statistics.mean(cpus)
+
+    def at_once(self, runs: int, at_most: int) -> float:
+        """Wall seconds per job of `runs` jobs, `at_most` running at once (the next as one ends), as the host's
+        cap runs them."""
+        started, count = time.perf_counter(), 0
+        running: list[ExecutionRef] = []
+        while count < runs or running:
+            while count < runs and len(running) < at_most:
+                running.append(self.start())
+                count += 1
+            running = [ref for ref in running if not self.ended(ref)]
+            time.sleep(BARE_POLL_SECONDS)
+        return (time.perf_counter() - started) / runs
 
 
 def wait_recorded(table: TableClient, run_id: str, timeout: float = 120.0) -> float:
@@ -207,7 +237,9 @@ def main() -> None:
     parser.add_argument("--uploads", type=int, default=200)
     parser.add_argument("--bursts", type=int, default=3)
     parser.add_argument("--singles", type=int, default=9)
-    parser.add_argument("--bare", type=int, default=5)
+    parser.add_argument("--bare", type=int, default=7)
+    parser.add_argument("--alone", type=int, default=40, metavar="JOBS",
+                        help="bare jobs run MAX_CONCURRENT_RUNS at once: the jobs' own time at the cap (0: skip)")
     parser.add_argument("--max-polling-interval", type=float, default=None, metavar="SECONDS",
                         help="what if host.json's extensions.queues.maxPollingInterval were this (default: host.json)")
     args = parser.parse_args()
@@ -221,12 +253,20 @@ def main() -> None:
         try:
             service = BlobServiceClient.from_connection_string(endpoints.connection_string)
             uploads = service.create_container("uploads")
-            bare_wall, bare_cpu = bare_jobs(uploads, args.bare, work)
+            bare, input_blob = BareJobs.prepare(uploads, work)
             settings = runtime.settings()
+            try:
+                bare_wall, bare_cpu = bare.one_at_a_time(args.bare)
+                alone_per_job = bare.at_once(args.alone, settings.max_concurrent_runs) if args.alone else None
+            finally:
+                input_blob.delete_blob()  # before the host starts, so it never sees it
             print(f"in-process host, process backend, MAX_CONCURRENT_RUNS={settings.max_concurrent_runs}, "
                   f"{cores} cores; the sample portfolio's parse job:")
             print(f"  bare job (process backend alone, median of {args.bare}): {bare_wall:.3f} s wall, "
                   f"{bare_cpu:.3f} s CPU")
+            if alone_per_job is not None:
+                print(f"  {args.alone} bare jobs, {settings.max_concurrent_runs} at once (MAX_CONCURRENT_RUNS): "
+                      f"{alone_per_job:.3f} s each")
             table = TableClient.from_connection_string(endpoints.connection_string, settings.runs_table)
             queues = load_host_settings(ROOT).queues
             if args.max_polling_interval is not None:
@@ -248,8 +288,12 @@ def main() -> None:
                 print(f"  {args.uploads} uploads at once; CPU-bound time = {args.uploads} x {bare_cpu:.3f} s / "
                       f"{cores} cores = {bound:.1f} s (goal: recorded <= {BURST_GOAL_RATIO}x, intake <= "
                       f"{INTAKE_GOAL_SECONDS:.0f} s, RSS within {RSS_GOAL_GROWTH:.0%} of the first burst's)")
+                alone = args.uploads * alone_per_job if alone_per_job is not None else None
+                if alone is not None:
+                    print(f"  the same {args.uploads} jobs alone, at the cap: {alone:.1f} s ({alone / bound:.2f}x the "
+                          "CPU-bound time: what the jobs themselves lose to start-up, storage waits and sharing cores)")
                 print(f"  {'burst':>5} {'recorded':>9} {'ratio':>6} {'intake':>7} {'host RSS':>9} "
-                      f"{'host CPU':>9} {'Azurite CPU':>12} {'jobs CPU':>9}")
+                      f"{'host CPU':>9} {'Azurite CPU':>12} {'jobs CPU':>9}" + ("  vs alone" if alone else ""))
                 first_rss: float | None = None
                 for number in range(1, args.bursts + 1):
                     host_before, azurite_before, jobs_before = own_cpu(), process_cpu(azurite.pid), children_cpu()
@@ -261,6 +305,7 @@ def main() -> None:
                     first_rss = rss if first_rss is None else first_rss
                     print(f"  {number:>5} {recorded:>7.1f} s {recorded / bound:>5.2f}x {taken_in:>5.1f} s "
                           f"{rss:>5.0f} MiB {host_cpu:>7.1f} s {azurite_cpu:>10.1f} s {jobs_cpu:>7.1f} s"
+                          + (f"  {recorded / alone:>7.2f}x" if alone else "")
                           + (f"  (RSS {rss / first_rss - 1:+.1%} of the first)" if number > 1 else ""))
         finally:
             azurite.terminate()
