@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import suppress
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 # requests comes with azure-core (its default transport); only its pool size is ours.
-import requests
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import (
     AzureError,
@@ -33,10 +31,9 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueClient
 from opentelemetry import context as otel_context
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from orchestrations.contracts import RunnerEnv, RunnerEvent, blob_uri, parse_blob_uri
+from orchestrations.storage_transport import storage_transport
 from runner.environment import OutputPrefix, RunnerSettings
 from runner.errors import EXIT_BAD_ENVIRONMENT, RunnerError
 from runner.tracing import BLOB_URI_ATTRIBUTE, run_span
@@ -47,9 +44,10 @@ logger = logging.getLogger(__name__)
 DOWNLOAD_CONCURRENCY = 4
 # A report has hundreds of small files, so uploads are bound by round trips, not bandwidth: this
 # many run at once over the one client (bench/upload_concurrency.py measures the gain). Each costs the
-# client about 1.2-1.5 ms of CPU under the GIL, so with round trips of 10 ms or more it takes 10-15 in flight
-# to keep the client busy; 32 leave room for slower round trips and for other processes taking the CPU.
-UPLOAD_CONCURRENCY = 32
+# client about 1.3-1.7 ms of CPU under the GIL, so with round trips of 10 ms it takes about 10 in flight to keep
+# the client busy; 16 leave room for slower round trips. More only contend for the GIL: at 32 every upload cost
+# the client 5-10% more CPU (on 2 cores, with and without 10 ms round trips) and the batch took no less time.
+UPLOAD_CONCURRENCY = 16
 # A file larger than the single-put limit (the SDK's default, passed explicitly) goes in 4 MiB blocks,
 # this many at once; each block in flight is held in memory, so a large upload holds about 8 x 4 MiB
 # (bench/large_upload.py). Only one file goes in blocks at a time, whatever UPLOAD_CONCURRENCY.
@@ -102,29 +100,13 @@ class UploadsFailedError(RunnerError):
 
 
 def blob_transport() -> RequestsTransport:
-    """The SDK's requests transport with a connection pool as large as the upload threads, which reads
-    its settings from the environment once, here, rather than on every request."""
-    session = requests.Session()
-    # requests looks up the proxy variables (and NO_PROXY for each URL, ~/.netrc and the CA bundle variables) in
-    # the environment on every request: about a tenth of the client's CPU for a 20 KB upload. Without a proxy
-    # there is nothing for it to find, so it is told not to look, and the CA bundle it would have used is passed
-    # instead; with a proxy set it still looks, each time, and applies NO_PROXY as before.
-    session.trust_env = bool(urllib.request.getproxies())
-    # As azure-core mounts its own adapter: no urllib3 retries, the SDK's retry policy does them.
-    adapter = HTTPAdapter(
-        pool_connections=CONNECTION_POOL_SIZE,
-        pool_maxsize=CONNECTION_POOL_SIZE,
-        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
-    )
-    for scheme in ("http://", "https://"):
-        session.mount(scheme, adapter)
-    return RequestsTransport(
-        session=session,
-        session_owner=True,
+    """The app's storage transport (environment read once, when built) with a connection pool as large as the
+    upload threads and the storage SDK's own timeouts and block size."""
+    return storage_transport(
+        pool_size=CONNECTION_POOL_SIZE,
         connection_timeout=CONNECTION_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
         connection_data_block_size=DATA_BLOCK_BYTES,
-        connection_verify=os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True,
     )
 
 
