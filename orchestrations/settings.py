@@ -40,6 +40,15 @@ DEFAULT_CONCURRENT_RUNS = 10
 # each than two or four at once did (context switches, caches), and a burst of 200 finished 9% later.
 LOCAL_RUNS_BEYOND_CORES = 2
 
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity, on Linux), else the machine's (macOS and Windows, where a
+    developer runs `func start`, have no sched_getaffinity)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 _CONTAINER_NAME = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
 # Containers of the Functions host itself (receipts, keys): no request may read them, whatever INPUT_SCOPES says.
 _HOST_CONTAINER_PREFIX = "azure-webjobs-"
@@ -471,7 +480,7 @@ class AppSettings(BaseSettings):
     @model_validator(mode="after")
     def _local_jobs_fit_the_machine(self) -> Self:
         if "max_concurrent_runs" not in self.model_fields_set and not self.runs_on_aca:
-            cores = len(os.sched_getaffinity(0))
+            cores = _usable_cores()
             local_cap = min(DEFAULT_CONCURRENT_RUNS, cores + LOCAL_RUNS_BEYOND_CORES)
             object.__setattr__(self, "max_concurrent_runs", local_cap)
         return self

@@ -69,3 +69,12 @@ def test_unset_container_apps_runs_ten_jobs_at_once_and_a_set_cap_holds_on_every
     assert settings().max_concurrent_runs == 10
     assert settings(RUNNER_BACKEND="process", MAX_CONCURRENT_RUNS="7", **EMULATOR).max_concurrent_runs == 7
     assert settings(MAX_CONCURRENT_RUNS="25").max_concurrent_runs == 25
+
+
+def test_where_the_platform_has_no_cpu_affinity_the_local_cap_counts_the_machines_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr("os.sched_getaffinity", raising=False)  # macOS and Windows have none
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+
+    assert settings(RUNNER_BACKEND="process", **EMULATOR).max_concurrent_runs == 8
