@@ -64,6 +64,7 @@ from orchestrations.callback_tokens import derive_callback_token  # noqa: E402
 from orchestrations.contracts import ExecutionRef, RunRequest, RunStatus  # noqa: E402
 from orchestrations.job_spec import build_job_spec  # noqa: E402
 from orchestrations.run_store import PARTITION  # noqa: E402
+from orchestrations.storage_transport import storage_transport  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "sample_portfolio.csv"
 UPLOAD_THREADS = 16
@@ -251,7 +252,10 @@ def main() -> None:
         os.environ.update(local_app_settings(endpoints, work / "runs", hub_prefix="Burst"))
         runtime.reset()
         try:
-            service = BlobServiceClient.from_connection_string(endpoints.connection_string)
+            # A connection for each uploading thread: with fewer, urllib3 opens and drops connections mid-burst.
+            service = BlobServiceClient.from_connection_string(
+                endpoints.connection_string, transport=storage_transport(pool_size=UPLOAD_THREADS)
+            )
             uploads = service.create_container("uploads")
             bare, input_blob = BareJobs.prepare(uploads, work)
             settings = runtime.settings()

@@ -18,8 +18,11 @@ from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-# requests' own default: enough for the app's clients, whose calls run on a few threads each.
-DEFAULT_POOL_SIZE = 10
+# Connections kept open per client: one for each thread that may call a shared client at once. By default the
+# Python worker's function threads and asyncio's default executor are min(32, cores + 4) each, and the local
+# host's intake runs up to 32 blob-trigger invocations at once. With fewer, a burst opens connections only to
+# drop them (urllib3's "Connection pool is full"); a connection is opened only when a request needs one.
+DEFAULT_POOL_SIZE = 32
 
 
 def storage_transport(*, pool_size: int = DEFAULT_POOL_SIZE, **options: Any) -> RequestsTransport:
