@@ -35,10 +35,10 @@ from orchestrations.run_slots import MAX_CAP
 
 # MAX_CONCURRENT_RUNS unset: as many on Container Apps, where each job has its own replica...
 DEFAULT_CONCURRENT_RUNS = 10
-# ...and on a local backend, where every job shares this machine, its cores and two more (a job also waits on
-# storage and on its own start). More only slows each: ten parse jobs at once on two cores took 20-25% more CPU
-# each than two or four at once did (context switches, caches), and a burst of 200 finished 9% later.
-LOCAL_RUNS_BEYOND_CORES = 2
+# ...and on a local backend, where every job shares this machine, its cores, at most as many. More only slows
+# each: ten parse jobs at once on two cores took 20-25% more CPU each than two at once did (context switches,
+# caches); with the host's own work beside them a burst of 200 finished 9% later at ten than at four, and 5-10%
+# later at four than at two (docs/concurrency.md).
 
 
 def _usable_cores() -> int:
@@ -256,7 +256,7 @@ class AppSettings(BaseSettings):
         default=DEFAULT_CONCURRENT_RUNS, ge=1, le=MAX_CAP, validation_alias="MAX_CONCURRENT_RUNS",
         description="Jobs that may run at once, across all hosts; the other runs wait `queued`, in upload order. "
         "Read at every start: lowering it holds new starts until fewer run, raising it starts waiting runs. "
-        "Unset: 10 on Container Apps; on a local backend this machine's cores + 2, at most 10.",
+        "Unset: 10 on Container Apps; on a local backend as many as this machine's cores, at most 10.",
     )
     slot_poll_seconds: int = Field(
         default=60, gt=0, le=MAX_TIMER_SECONDS, validation_alias="SLOT_POLL_SECONDS",
@@ -480,9 +480,7 @@ class AppSettings(BaseSettings):
     @model_validator(mode="after")
     def _local_jobs_fit_the_machine(self) -> Self:
         if "max_concurrent_runs" not in self.model_fields_set and not self.runs_on_aca:
-            cores = _usable_cores()
-            local_cap = min(DEFAULT_CONCURRENT_RUNS, cores + LOCAL_RUNS_BEYOND_CORES)
-            object.__setattr__(self, "max_concurrent_runs", local_cap)
+            object.__setattr__(self, "max_concurrent_runs", min(DEFAULT_CONCURRENT_RUNS, _usable_cores()))
         return self
 
     @model_validator(mode="after")
