@@ -66,8 +66,9 @@ lint: setup
 # the concurrency cap), e.g. `.venv/bin/python bench/image_build.py --cold` for a base image build too.
 PERFORMANCE_BENCHES = parser large_upload upload_concurrency burst backend_latency history list_runs
 bench: setup images
-	@start=$$(date +%s); for name in $(PERFORMANCE_BENCHES); do echo "== bench/$$name.py"; \
-	$(PYTHON) "bench/$$name.py" || exit 1; done; echo "make bench: $$(( $$(date +%s) - start )) s in all"
+	@start=$$(date +%s); for name in $(PERFORMANCE_BENCHES); do echo "== bench/$$name.py"; began=$$(date +%s); \
+	$(PYTHON) "bench/$$name.py" || exit 1; echo "(bench/$$name.py: $$(( $$(date +%s) - began )) s)"; done; \
+	echo "make bench: $$(( $$(date +%s) - start )) s in all"
 
 bench-all: setup images
 	@for script in bench/[!_]*.py; do [ -e "$$script" ] || continue; echo "== $$script"; $(PYTHON) "$$script" || exit 1; done
