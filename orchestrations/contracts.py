@@ -205,6 +205,13 @@ class RunPolicy(Contract):
         default=6, ge=1,
         description="Looks for a slot before a queued orchestration continues as new (about 8 history events each).",
     )
+    start_counts_as_check: bool = Field(
+        default=False,
+        description="True: the generation that starts the job makes one status check fewer (its look for a slot "
+        "and the start take the place of one), and a run that waited for its slot continues as new before it "
+        "starts, so that no generation outgrows the others. False: a run requested before that, whose history "
+        "follows the earlier order.",
+    )
 
 
 class SourceBlob(Contract):

@@ -17,7 +17,9 @@ the run was still `queued` makes `start_job` start nothing (the record decides t
 run races its slot against the same `CancelRequested` task, and a cancelled one never takes a slot.
 
 After `checks_per_generation` status checks (or `slot_polls_per_generation` looks for a slot) it
-continues as new with its watch state, so its history stays bounded however long the job runs or waits.
+continues as new with its watch state, so its history stays bounded however long the job runs or waits. The
+generation that starts the job makes one check fewer, and a run that waited for its slot starts in a fresh
+generation, so that the first generation is no larger than the others (`start_counts_as_check`).
 """
 
 from __future__ import annotations
@@ -97,16 +99,21 @@ def _decide(
         queued = yield from _wait_for_slot(context, retry, request, cancel)
         if isinstance(queued, RunOutcome):
             return queued
-        if queued is _STILL_QUEUED:
+        # A slot that came after waiting: the start and its checks go to a fresh generation (whose first look
+        # finds the slot held), so that the looks and the checks never add up in one history.
+        if queued is _STILL_QUEUED or (queued is _SLOT_HELD_AFTER_WAITING and request.policy.start_counts_as_check):
             context.continue_as_new(RunTaskInput(request=request).to_payload())
             return None
+    checks = request.policy.checks_per_generation
     if progress.watch is None:
         started = yield from _start_job(context, retry, request, attempt=FIRST_ATTEMPT)
         if isinstance(started, RunOutcome):
             return started
         progress.watch = started
+        if request.policy.start_counts_as_check:  # the look and the start have taken one check's place
+            checks = max(1, checks - 1)
     watch = progress.watch
-    outcome = yield from _watch_one_generation(context, retry, request, watch, cancel)
+    outcome = yield from _watch_one_generation(context, retry, request, watch, cancel, checks)
     if outcome is None:
         context.continue_as_new(
             RunTaskInput(request=request, watch=watch.model_copy(update={"generation": watch.generation + 1}))
@@ -117,16 +124,18 @@ def _decide(
 
 _STILL_QUEUED = "still queued"
 _SLOT_HELD = "slot held"
+_SLOT_HELD_AFTER_WAITING = "slot held after waiting"
 
 
 def _wait_for_slot(
     context: df.DurableOrchestrationContext, retry: BackoffRetryOptions, request: RunRequest, cancel: Task
 ) -> Orchestration:
-    """Queued until the run holds a slot: `_SLOT_HELD`; its outcome if cancelled meanwhile; or `_STILL_QUEUED`
-    after this generation's looks. `SlotGranted` (sent when a slot frees) only wakes it: the look that follows
-    confirms the slot in storage, so no event, late or forged, starts a job without one. It also looks every
-    `slot_poll_seconds` (a notice lost to a restart or to continue-as-new, a raised cap). A look that fails
-    (storage out) is only a look: the run stays queued, never fails for it."""
+    """Queued until the run holds a slot: `_SLOT_HELD` at the first look, `_SLOT_HELD_AFTER_WAITING` at a later
+    one; its outcome if cancelled meanwhile; or `_STILL_QUEUED` after this generation's looks. `SlotGranted`
+    (sent when a slot frees) only wakes it: the look that follows confirms the slot in storage, so no event,
+    late or forged, starts a job without one. It also looks every `slot_poll_seconds` (a notice lost to a
+    restart or to continue-as-new, a raised cap). A look that fails (storage out) is only a look: the run
+    stays queued, never fails for it."""
     policy = request.policy
     assert policy.slot_poll_seconds is not None
     queued_no_job = "it was queued; no job started"
@@ -144,7 +153,7 @@ def _wait_for_slot(
         if answer is not None and answer.cancelled is not None:
             return _cancelled(request.run_id, FIRST_ATTEMPT, None, answer.cancelled, queued_no_job)
         if answer is not None and answer.granted:
-            return _SLOT_HELD
+            return _SLOT_HELD if look == 0 else _SLOT_HELD_AFTER_WAITING
         if cancel.is_completed:
             return _cancelled(request.run_id, FIRST_ATTEMPT, None, _cancellation(cancel.result), queued_no_job)
         if not granted.is_completed:  # (told while this look ran: look again at once)
@@ -229,8 +238,10 @@ def _watch_one_generation(
     request: RunRequest,
     watch: WatchState,
     cancel: Task,
+    checks: int,
 ) -> Orchestration:
-    """Race the completion message and a cancel against status checks; the outcome, or None to continue as new.
+    """Race the completion message and a cancel against `checks` status checks; the outcome, or None to continue
+    as new.
 
     The Python SDK 1.x continues as new without the events no wait has taken (the extension's
     out-of-proc shim calls ContinueAsNew without preserving them; azure-functions-durable-python#331),
@@ -240,7 +251,7 @@ def _watch_one_generation(
     policy = request.policy
     job = _job_ref(request, watch)
     completion = context.wait_for_external_event(RUNNER_COMPLETED_EVENT)
-    for _ in range(policy.checks_per_generation):
+    for _ in range(checks):
         # A cancel that came with the last check. One that came earlier (while the job was being started)
         # is taken by the race below: the SDK completes a wait with an early event when the wait is yielded.
         if cancel.is_completed:

@@ -249,8 +249,9 @@ class AppSettings(BaseSettings):
     )
     status_checks_per_generation: int = Field(
         default=5, ge=1, validation_alias="STATUS_CHECKS_PER_GENERATION",
-        description="Status checks before the orchestration continues as new: about 8 history events each, so "
-        "the default keeps a generation under 60 events whatever the job's duration (bench/history.py).",
+        description="Status checks before the orchestration continues as new (one fewer in the generation that "
+        "starts the job): 8 history events each, so the default keeps every generation at or under 60 events "
+        "whatever the job's duration (bench/history.py).",
     )
     max_concurrent_runs: int = Field(
         default=DEFAULT_CONCURRENT_RUNS, ge=1, le=MAX_CAP, validation_alias="MAX_CONCURRENT_RUNS",
@@ -523,6 +524,7 @@ class AppSettings(BaseSettings):
             completion_grace_seconds=self.completion_grace_seconds,
             checks_per_generation=self.status_checks_per_generation,
             slot_poll_seconds=self.slot_poll_seconds,
+            start_counts_as_check=True,
             activity_retry=RetryPolicy(
                 first_interval_seconds=self.activity_first_retry_seconds,
                 max_attempts=self.activity_max_attempts,

@@ -115,8 +115,8 @@ def upload_all(flow: FlowEnv, content: bytes, count: int) -> list[str]:
 def test_thirty_uploads_at_a_cap_of_three_never_run_more_than_three_jobs_and_all_succeed(
     flow_env: FlowEnv, start_host: Callable[..., LocalHost], fixtures_dir: Path
 ) -> None:
-    start_host(MAX_CONCURRENT_RUNS="3", SLOT_POLL_SECONDS="600",
-               RUNNER_COMMAND=runner_after_a_pause(0.5))
+    host = start_host(MAX_CONCURRENT_RUNS="3", SLOT_POLL_SECONDS="600",
+                      RUNNER_COMMAND=runner_after_a_pause(0.5))
     with LiveJobs(flow_env.work_dir) as live:
         run_ids = upload_all(flow_env, (fixtures_dir / "simple.csv").read_bytes(), 30)
         records = [wait_for_end(flow_env, run_id, timeout=240) for run_id in run_ids]
@@ -133,6 +133,11 @@ def test_thirty_uploads_at_a_cap_of_three_never_run_more_than_three_jobs_and_all
         assert by_request.index(record) <= place + 2
     slots = slots_of(flow_env)
     assert slots.holders() == {} and slots.waiting() == 0
+    # A run that waited for its slot started in a fresh generation, whose one look found the slot held: no
+    # generation holds both the looks of the wait and the job's checks (bench/history.py).
+    final_generations = [scheduled_activities(host, run_id) for run_id in run_ids]
+    assert all(activities[:2] == ["acquire_slot", "start_job"] and activities.count("acquire_slot") == 1
+               for activities in final_generations), final_generations
 
 
 def test_a_queued_run_shows_its_place_and_is_cancelled_without_ever_starting_a_job(
