@@ -170,7 +170,7 @@ class ProcessJobBackend:
                 return JobStatus(
                     state=JobState.FAILED, detail=INTERRUPTED_START, log_tail=_log_tail(run_dir)
                 )
-            if self._group_alive(ref.name, run_dir, pid):
+            if self._group_alive(run_dir, pid):
                 return JobStatus(state=JobState.RUNNING, detail=f"pid {pid}")
             # It may have recorded its code between our first look and its end.
             exit_code = _read_int(run_dir / EXIT_CODE_FILE)
@@ -178,7 +178,7 @@ class ProcessJobBackend:
                 return JobStatus(
                     state=JobState.FAILED, detail=VANISHED, log_tail=_log_tail(run_dir)
                 )
-        self._reap(ref.name)
+        self._reap()
         return JobStatus(
             state=JobState.SUCCEEDED if exit_code == 0 else JobState.FAILED,
             exit_code=exit_code,
@@ -198,7 +198,7 @@ class ProcessJobBackend:
         logger.info("Stopping %s (process group %s)", ref, pid, extra=_ids(ref))
         last_signal = signal.SIGTERM
         self._signal_group(pid, last_signal)
-        if not self._wait_until_ended(ref.name, run_dir, pid, self._stop_grace_seconds):
+        if not self._wait_until_ended(run_dir, pid, self._stop_grace_seconds):
             logger.warning(
                 "%s did not end within %ss of SIGTERM: sending SIGKILL",
                 ref,
@@ -207,7 +207,7 @@ class ProcessJobBackend:
             )
             last_signal = signal.SIGKILL
             self._signal_group(pid, last_signal)
-            if not self._wait_until_ended(ref.name, run_dir, pid, KILL_WAIT_SECONDS):
+            if not self._wait_until_ended(run_dir, pid, KILL_WAIT_SECONDS):
                 logger.warning(
                     "%s still has processes %ss after SIGKILL",
                     ref,
@@ -258,6 +258,7 @@ class ProcessJobBackend:
                 f"{exc}. Check that this Python exists and PROCESS_BACKEND_WORK_DIR is writable.",
             ) from exc
         write_atomically(run_dir / PID_FILE, f"{child.pid}\n")
+        self._reap()  # the children that ended since the last look, whether or not anyone asks about them
         with self._lock:
             self._children[spec.run_id] = child
         logger.info(
@@ -288,15 +289,19 @@ class ProcessJobBackend:
             raise ExecutionNotFoundError(str(ref), where=str(self.work_dir))
         return run_dir
 
-    def _reap(self, run_id: str) -> None:
-        """Collect our own child once it has exited, so it does not linger as a zombie."""
-        with self._lock:
-            child = self._children.get(run_id)
-            if child is not None and child.poll() is not None:
-                del self._children[run_id]
+    def _reap(self) -> None:
+        """Collect our own children that have exited, so none lingers as a zombie (or in `_children`).
 
-    def _group_alive(self, run_id: str, run_dir: Path, pgid: int) -> bool:
-        self._reap(run_id)
+        All of them, not only the run asked about: a run whose end the host learns from its completion message
+        is never asked about again, and its entry would stay for the backend's life, one per such run.
+        """
+        with self._lock:
+            for run_id, child in list(self._children.items()):
+                if child.poll() is not None:
+                    del self._children[run_id]
+
+    def _group_alive(self, run_dir: Path, pgid: int) -> bool:
+        self._reap()
         try:
             recorded_boot: str | None = (run_dir / BOOT_ID_FILE).read_text().strip()
         except FileNotFoundError:
@@ -305,9 +310,9 @@ class ProcessJobBackend:
             return False  # the machine rebooted since the start
         return _process_group_alive(pgid, run_dir)
 
-    def _wait_until_ended(self, run_id: str, run_dir: Path, pgid: int, timeout: float) -> bool:
+    def _wait_until_ended(self, run_dir: Path, pgid: int, timeout: float) -> bool:
         return _wait_for(
-            lambda: not self._group_alive(run_id, run_dir, pgid), time.monotonic() + timeout
+            lambda: not self._group_alive(run_dir, pgid), time.monotonic() + timeout
         )
 
     @staticmethod

@@ -50,7 +50,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobProperties, BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueMessage
 
 from local_runner.host.clock import Clock
@@ -89,6 +89,10 @@ SCANNED_BLOBS_PER_SECOND = 1000
 # New names a pass looks up one by one (two requests each: the blob's properties, its receipt); more at once
 # and a full listing is cheaper.
 NEW_NAMES_PER_LOOKUP = 16
+# Blobs (and receipts) per page of a listing. The SDK parses a whole page at once (the XML text, its element
+# tree, the generated models, then its own objects: several KB per blob, for a moment); with the service's
+# default of 5000 that moment grows with the container, and the process keeps the highest it ever reached.
+LISTING_PAGE_SIZE = 200
 _DUE_NOW = datetime.min.replace(tzinfo=UTC)
 _SETTING_REFERENCE = re.compile(r"%([^%]+)%")
 
@@ -152,6 +156,23 @@ class BlobPath:
 
     def matches(self, blob_name: str) -> bool:
         return self.pattern.fullmatch(blob_name) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class FoundBlob:
+    """A blob as a listing found it: all the blob trigger keeps of it between passes.
+
+    Not the SDK's `BlobProperties` (about 3 KB each, with its nested settings): the poller knows every blob
+    of its container, and a container of uploads only grows. A delivery reads the rest with the blob itself.
+    """
+
+    name: str
+    etag: str  # as the listing gave it (receipts and keys use it unquoted)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(unquoted etag, blob name): what receipts and attempts are kept under."""
+        return (self.etag.strip('"'), self.name)
 
 
 class Backoff:
@@ -372,12 +393,12 @@ class BlobTriggerPoller(TriggerPoller):
         self._unrecorded: dict[tuple[str, str], int] = {}
         self._attempts_lock = threading.Lock()
         # Blobs of the current pass's listing not yet started: the host's blob trigger queue.
-        self._pending: deque[BlobProperties] = deque()
+        self._pending: deque[FoundBlob] = deque()
         # What the last receipts read saw listed, and when receipts are read again even if nothing changed.
         self._listed: frozenset[tuple[str, str]] | None = None
         self._receipts_due = _DUE_NOW
         # The blobs found so far by name (a full listing's, or looked up), and when the next full listing is due.
-        self._known: dict[str, BlobProperties] = {}
+        self._known: dict[str, FoundBlob] = {}
         self._full_scan_due = _DUE_NOW
         # A connection for each invocation that may run at once, and one for the listing.
         service = BlobServiceClient.from_connection_string(
@@ -393,13 +414,12 @@ class BlobTriggerPoller(TriggerPoller):
         batch: list[tuple[Any, Callable[[], int]]] = []
         while self._pending and len(batch) < self.batch_size:
             blob = self._pending.popleft()
-            etag = blob.etag.strip('"')
-            key = (etag, blob.name)
+            key = blob.key
             if self._is_in_flight(key):  # first: a delivery settles (its attempts known) before it leaves
                 continue
             tries = self._tries(key)
             if tries < self._max_attempts:
-                batch.append((key, functools.partial(self._attempt, blob, etag, tries)))
+                batch.append((key, functools.partial(self._attempt, blob, key[0], tries)))
         return batch
 
     def poll_once(self) -> int:
@@ -410,24 +430,22 @@ class BlobTriggerPoller(TriggerPoller):
     def _least_delay(self) -> float:
         return len(self._known) / SCANNED_BLOBS_PER_SECOND
 
-    def _list_new(self) -> list[BlobProperties]:
+    def _list_new(self) -> list[FoundBlob]:
         """The blobs of the trigger's path that have attempts left; [] while the container does not exist."""
         try:
             in_full = self._clock.now() >= self._full_scan_due
             listing = self._list_in_full() if in_full else self._list_by_name()
         except ResourceNotFoundError:
             return []
-        return [blob for blob in listing if self._tries((blob.etag.strip('"'), blob.name)) < self._max_attempts]
+        return [blob for blob in listing if self._tries(blob.key) < self._max_attempts]
 
-    def _list_in_full(self) -> list[BlobProperties]:
-        include = None if self._function.trigger.sdk_type is not None else ["metadata"]
-        listing = [
-            blob for blob in self._container.list_blobs(name_starts_with=self.path.prefix, include=include)
-            if self.path.matches(blob.name)
-        ]
+    def _list_in_full(self) -> list[FoundBlob]:
+        # No metadata: a delivery that needs it reads it with the blob (`_trigger_value`).
+        blobs = self._container.list_blobs(name_starts_with=self.path.prefix, results_per_page=LISTING_PAGE_SIZE)
+        listing = [FoundBlob(blob.name, blob.etag) for blob in blobs if self.path.matches(blob.name)]
         self._known = {blob.name: blob for blob in listing}
         self._full_scan_due = self._clock.now() + FULL_SCAN_INTERVAL
-        listed = frozenset((blob.etag.strip('"'), blob.name) for blob in listing)
+        listed = frozenset(blob.key for blob in listing)
         if listed != self._listed or self._clock.now() >= self._receipts_due:
             with self._attempts_lock:
                 self._recent = {}  # from here on, a settled blob is in the receipts read below or in _recent
@@ -437,19 +455,19 @@ class BlobTriggerPoller(TriggerPoller):
             self._listed, self._receipts_due = listed, self._clock.now() + FULL_SCAN_INTERVAL
         return listing
 
-    def _list_by_name(self) -> list[BlobProperties]:
+    def _list_by_name(self) -> list[FoundBlob]:
         """The known blobs still listed, and each new name's properties and receipt, read one by one; a full
         listing instead when too many names are new, or one cannot be addressed by its name."""
-        names = [name for name in self._container.list_blob_names(name_starts_with=self.path.prefix)
-                 if self.path.matches(name)]
+        listed = self._container.list_blob_names(name_starts_with=self.path.prefix, results_per_page=LISTING_PAGE_SIZE)
+        names = [name for name in listed if self.path.matches(name)]
         new = [name for name in names if name not in self._known]
         if len(new) > NEW_NAMES_PER_LOOKUP or not all(_addressable(name) for name in new):
             return self._list_in_full()
         for name in new:
             with contextlib.suppress(ResourceNotFoundError):  # deleted since: nothing to deliver
-                blob = self._container.get_blob_client(name).get_blob_properties()
+                blob = FoundBlob(name, self._container.get_blob_client(name).get_blob_properties().etag)
                 self._known[name] = blob
-                self._read_receipt(blob.name, blob.etag.strip('"'))
+                self._read_receipt(name, blob.key[0])
         self._known = {name: self._known[name] for name in names if name in self._known}
         return list(self._known.values())
 
@@ -462,7 +480,10 @@ class BlobTriggerPoller(TriggerPoller):
         prefix = _receipt_prefix(self._host_id, self._function.name)
         found: dict[tuple[str, str], int] = {}
         try:
-            for receipt in self._hosts.list_blobs(name_starts_with=prefix, include=["metadata"]):
+            receipts = self._hosts.list_blobs(
+                name_starts_with=prefix, include=["metadata"], results_per_page=LISTING_PAGE_SIZE
+            )
+            for receipt in receipts:
                 etag, container, blob_name = receipt.name[len(prefix) :].split("/", 2)
                 if container != self.path.container:
                     continue
@@ -482,7 +503,7 @@ class BlobTriggerPoller(TriggerPoller):
         with self._attempts_lock:
             self._receipts[(etag, blob_name)] = max(tries, self._receipts.get((etag, blob_name), 0))
 
-    def _attempt(self, blob: BlobProperties, etag: str, tries: int) -> int:
+    def _attempt(self, blob: FoundBlob, etag: str, tries: int) -> int:
         try:
             return self._deliver(blob, etag, previous_attempts=tries)
         except Exception:  # even the poison queue failed: one blob never stops the others
@@ -491,7 +512,7 @@ class BlobTriggerPoller(TriggerPoller):
                 self._unrecorded[(etag, blob.name)] = tries + 1
             return 1
 
-    def _deliver(self, blob: BlobProperties, etag: str, *, previous_attempts: int) -> int:
+    def _deliver(self, blob: FoundBlob, etag: str, *, previous_attempts: int) -> int:
         """One attempt at one blob: 1 if it counted (whatever happened), 0 if the blob changed meanwhile."""
         tries = previous_attempts + 1
         try:
@@ -516,8 +537,9 @@ class BlobTriggerPoller(TriggerPoller):
         self._settle(blob.name, etag, tries=tries, succeeded=True)
         return 1
 
-    def _trigger_value(self, blob: BlobProperties, etag: str) -> object:
-        """A reference for an SDK-type binding (nothing read); else the whole blob, as the host reads it."""
+    def _trigger_value(self, blob: FoundBlob, etag: str) -> object:
+        """A reference for an SDK-type binding (nothing read); else the whole blob, as the host reads it, with
+        the properties and metadata the download returns (those of the etag found: the read is conditional)."""
         if self._function.trigger.sdk_type is not None:
             return blob_reference_input(
                 connection=self._connection_name, container=self.path.container, blob_name=blob.name
@@ -526,16 +548,17 @@ class BlobTriggerPoller(TriggerPoller):
             # The SDK collapses the dot segments: it would read another blob's bytes, or fail to sign (403).
             raise ValueError("its name has a '.' or '..' segment, which storage clients resolve to another blob")
         client = self._container.get_blob_client(blob.name)
-        data = client.download_blob(etag=blob.etag, match_condition=MatchConditions.IfNotModified).readall()
+        download = client.download_blob(etag=blob.etag, match_condition=MatchConditions.IfNotModified)
+        data, properties = download.readall(), download.properties
         return blob_trigger_input(
             container=self.path.container,
             blob_name=blob.name,
             data=data,
             uri=client.url,
             etag=etag,
-            content_type=blob.content_settings.content_type,
-            last_modified=blob.last_modified,
-            metadata=blob.metadata or {},
+            content_type=properties.content_settings.content_type,
+            last_modified=properties.last_modified,
+            metadata=properties.metadata or {},
         )
 
     def _settle(self, blob_name: str, etag: str, *, tries: int, succeeded: bool) -> None:
