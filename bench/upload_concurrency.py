@@ -6,18 +6,20 @@
 
 Starts a private, in-memory Azurite (as the tests do), writes `--files` files of `--size` random
 bytes, and uploads them `--repeat` times each way through the same client: with
-`RunStorage.upload_files` (UPLOAD_CONCURRENCY threads) and file after file, as the runner did before
-(and PACTA's Go runner did), the two kinds alternating which goes first. One warm-up upload of each
+`RunStorage.upload_files` (UPLOAD_CONCURRENCY at once, tasks of one asyncio event loop over the SDK's aiohttp
+transport) and file after file through the sync client, as the runner did before (and PACTA's Go runner did), the
+two kinds alternating which goes first. One warm-up upload of each
 kind is not counted; what each timed batch wrote is deleted after it, untimed, so that every batch
 meets the same Azurite (its CPU per upload grows with its in-memory store). Prints the median times
 and the ratio; it asserts nothing.
 
 Against Azurite on the same machine each upload costs CPU on both sides and no network time, so the
 ratio is bounded by the cores. A second round adds `--latency-ms` of waiting to every request (a
-transport that sleeps before sending, no CPU), standing in for the round trip to Azure Storage.
+transport that sleeps before sending, no CPU: each client has its own), standing in for the round trip to Azure
+Storage.
 
-So it also prints the CPU each upload costs, in ms, in this process (the client: all its threads,
-which share one core under the GIL) and in Azurite's node process (from /proc, Linux only), and
+So it also prints the CPU each upload costs, in ms, in this process (the client: all its threads, which share
+one core under the GIL) and in Azurite's node process (from /proc, Linux only), and
 the best speed-up that CPU allows: the sequential time over the longest of the client's CPU, the
 CPU of Azurite's main thread (its one event loop) and all of it spread over the cores; which of
 the three binds; and the speed-up as a fraction of that bound. Other work on the machine takes
@@ -27,6 +29,7 @@ cores from both sides: repeat the bench and compare runs.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import sys
@@ -44,13 +47,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from azure.core.exceptions import ResourceExistsError  # noqa: E402
-from azure.core.pipeline.transport import HttpTransport  # noqa: E402
+from azure.core.pipeline.transport import AsyncHttpTransport, HttpTransport  # noqa: E402
 from azure.storage.blob import BlobServiceClient  # noqa: E402
+from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient  # noqa: E402
 from azure.storage.queue import QueueClient  # noqa: E402
 
 from local_runner.azurite import AzuriteEndpoints, find_azurite, free_port, start_azurite  # noqa: E402
 from runner.environment import OutputPrefix  # noqa: E402
-from runner.storage import UPLOAD_CONCURRENCY, RunStorage, StorageClients, blob_transport  # noqa: E402
+from runner.storage import (  # noqa: E402
+    UPLOAD_CONCURRENCY,
+    RunStorage,
+    StorageClients,
+    async_blob_transport,
+    blob_transport,
+)
 
 CONTAINER = "bench-uploads"
 CONTENT_TYPE = "text/javascript"
@@ -89,6 +99,30 @@ class DelayedTransport(HttpTransport):
 
     def __exit__(self, *args: Any) -> None:
         self._inner.__exit__(*args)
+
+
+class DelayedAsyncTransport(AsyncHttpTransport):
+    """The same wait for `upload_files`' asyncio client: the event loop sends others meanwhile."""
+
+    def __init__(self, inner: AsyncHttpTransport, delay: float) -> None:
+        self._inner, self._delay = inner, delay
+
+    async def send(self, request: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(self._delay)
+        return await self._inner.send(request, **kwargs)
+
+    async def open(self) -> None:
+        await self._inner.open()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def __aenter__(self) -> DelayedAsyncTransport:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *args: Any) -> None:
+        await self._inner.__aexit__(*args)
 
 
 def process_cpu(pid: int, thread: int | None = None) -> float | None:
@@ -185,7 +219,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--size", type=int, default=20 * 1024, help="bytes per file")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=UPLOAD_CONCURRENCY, help="upload_files' concurrency")
+    parser.add_argument("--threads", type=int, default=UPLOAD_CONCURRENCY, help="upload_files' uploads at once")
     parser.add_argument("--latency-ms", type=float, default=10.0, help="added per request in the second round")
     args = parser.parse_args()
     if find_azurite() is None:
@@ -198,7 +232,7 @@ def main() -> None:
             megabytes = args.files * args.size / 1e6
             print(f"{args.files} files of {args.size} bytes ({megabytes:.1f} MB) to a local Azurite, "
                   f"median of {args.repeat}, {os.cpu_count()} cores:")
-            threads = f"upload_files ({args.threads} threads)"
+            threads = f"upload_files ({args.threads} at once)"
             print(f"  {'':30} {'sequential loop':>16} {threads:>26} {'speed-up':>9} "
                   f"{'CPU bound (binding side)':>26} {'of bound':>9}")
             rounds = (("as it is", 0.0), (f"+ {args.latency_ms:g} ms per request", args.latency_ms))
@@ -242,9 +276,16 @@ def measure(
     transport: HttpTransport = blob_transport()
     if latency_ms:
         transport = DelayedTransport(transport, latency_ms / 1000)
+
+    def async_client() -> AsyncBlobServiceClient:
+        inner = async_blob_transport()
+        delayed = DelayedAsyncTransport(inner, latency_ms / 1000) if latency_ms else inner
+        return AsyncBlobServiceClient.from_connection_string(connection_string, transport=delayed)
+
     clients = StorageClients(
         BlobServiceClient.from_connection_string(connection_string, transport=transport),
         QueueClient.from_connection_string(connection_string, "bench-events"),
+        async_blob_service=async_client,
     )
     prefix = f"latency-{latency_ms:g}/"
     storage = RunStorage(clients, OutputPrefix.parse(f"az://{CONTAINER}/{prefix}"))

@@ -8,15 +8,17 @@ and a credential that gives no token a StorageCredentialError.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import ssl
 import threading
-from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from contextlib import suppress
+import urllib.request
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 # requests comes with azure-core (its default transport); only its pool size is ours.
 from azure.core.credentials import AccessToken
@@ -30,7 +32,6 @@ from azure.core.exceptions import (
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobServiceClient, ContentSettings
 from azure.storage.queue import QueueClient
-from opentelemetry import context as otel_context
 
 from orchestrations.contracts import RunnerEnv, RunnerEvent, blob_uri, parse_blob_uri
 from orchestrations.storage_transport import storage_transport
@@ -38,15 +39,19 @@ from runner.environment import OutputPrefix, RunnerSettings
 from runner.errors import EXIT_BAD_ENVIRONMENT, RunnerError
 from runner.tracing import BLOB_URI_ATTRIBUTE, run_span
 
+if TYPE_CHECKING:
+    from azure.core.pipeline.transport import AioHttpTransport
+    from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
+
 logger = logging.getLogger(__name__)
 
 # Inputs are downloaded in parallel ranges: portfolios are small, report inputs can be large.
 DOWNLOAD_CONCURRENCY = 4
 # A report has hundreds of small files, so uploads are bound by round trips, not bandwidth: this
-# many run at once over the one client (bench/upload_concurrency.py measures the gain). Each costs the
-# client about 1.3-1.7 ms of CPU under the GIL, so with round trips of 10 ms it takes about 10 in flight to keep
-# the client busy; 16 leave room for slower round trips. More only contend for the GIL: at 32 every upload cost
-# the client 5-10% more CPU (on 2 cores, with and without 10 ms round trips) and the batch took no less time.
+# many run at once (bench/upload_concurrency.py measures the gain), as tasks of one asyncio event loop over the
+# SDK's aiohttp transport. Threads over requests cost the client 1.7-1.9 ms of CPU per 20 KB upload at 16 at
+# once (they contend for the GIL), the event loop 1.2-1.4 ms. With round trips of 10 ms it takes about 10 in
+# flight to keep the client busy; 16 leave room for slower round trips.
 UPLOAD_CONCURRENCY = 16
 # A file larger than the single-put limit (the SDK's default, passed explicitly) goes in 4 MiB blocks,
 # this many at once; each block in flight is held in memory, so a large upload holds about 8 x 4 MiB
@@ -75,6 +80,9 @@ class StorageClients:
     queue: QueueClient
     # The managed identity on the Azure path; None with a connection string.
     credential: ManagedIdentity | None = None
+    # Makes the asyncio client `upload_files` sends through, inside its event loop (the client is bound to the
+    # loop); None: one for blob_service's account and credential.
+    async_blob_service: Callable[[], AsyncBlobServiceClient] | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,36 @@ def blob_transport() -> RequestsTransport:
     upload threads and the storage SDK's own timeouts and block size."""
     return storage_transport(
         pool_size=CONNECTION_POOL_SIZE,
+        connection_timeout=CONNECTION_TIMEOUT_SECONDS,
+        read_timeout=READ_TIMEOUT_SECONDS,
+        connection_data_block_size=DATA_BLOCK_BYTES,
+    )
+
+
+def async_blob_transport(*, https: bool = True) -> AioHttpTransport:
+    """The transport of `upload_files`' asyncio client, with `blob_transport`'s timeouts and block size, made
+    inside the event loop that uses it; `https`: whether the account's URL is (else no TLS is set up).
+
+    The CA bundle `storage_transport` honours (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) becomes one SSL context
+    here: given as a path, azure-core's aiohttp transport would build a context, reading the bundle, for every
+    request. The proxy variables are looked up only when some are set, as `storage_transport` does.
+    """
+    import aiohttp
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    # Reading a bundle costs about 20 ms of CPU: not for Azurite over HTTP.
+    tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_bundle) if ca_bundle and https else True
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=tls, limit=CONNECTION_POOL_SIZE),
+        trust_env=bool(urllib.request.getproxies()),
+        # As azure-core makes its own session: no cookies, and bodies as the service sent them.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    )
+    return AioHttpTransport(
+        session=session,
+        session_owner=True,
         connection_timeout=CONNECTION_TIMEOUT_SECONDS,
         read_timeout=READ_TIMEOUT_SECONDS,
         connection_data_block_size=DATA_BLOCK_BYTES,
@@ -180,6 +218,26 @@ class ManagedIdentity:
         self._credential.close()
 
 
+class AsyncManagedIdentity:
+    """The managed identity as the asyncio client asks for it: the same credential, token cache and errors.
+    The token is fetched in a thread: once, and again near its expiry (the SDK's policy keeps it)."""
+
+    def __init__(self, credential: ManagedIdentity) -> None:
+        self._credential = credential
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return await asyncio.to_thread(self._credential.get_token, *scopes, **kwargs)
+
+    async def close(self) -> None:
+        """Nothing: the credential is the sync clients' too."""
+
+    async def __aenter__(self) -> AsyncManagedIdentity:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        await self.close()
+
+
 def _credential_reason(error: ClientAuthenticationError) -> str:
     """azure-identity's reason in one line: the managed identity's own, without the help links."""
     lines = [line.strip() for line in str(error.message or error).splitlines() if line.strip()]
@@ -201,7 +259,7 @@ class RunStorage:
         self._clients = clients
         self._prefix = output_prefix
         self._run_id = run_id
-        # Held while a file above SINGLE_PUT_BYTES goes in blocks: their memory is taken once, not once per thread.
+        # Held while a file above SINGLE_PUT_BYTES goes in blocks: their memory is taken once, not once per upload.
         self._block_upload = threading.Lock()
 
     def output_uri(self, relative: str) -> str:
@@ -237,33 +295,15 @@ class RunStorage:
     ) -> list[str]:
         """Upload the files `concurrency` at a time; return their URIs in the order given.
 
-        When some fail, the rest still finish (those not yet started are cancelled) and
-        UploadsFailedError names the first failure in that order, with the URIs of the files that did upload.
+        When some fail, those under way still finish and no other starts; UploadsFailedError names the first
+        failure in the order given, with the URIs of the files that did upload.
         """
         if not files:
             return []
         workers = max(1, min(concurrency, len(files)))
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload")
-        # The pool's threads do not inherit the caller's context: each upload's span gets its parent from here.
-        parent = otel_context.get_current()
-        try:
-            futures = [pool.submit(self._upload_file_in_span, file, parent) for file in files]
-            # This thread wakes once, when all are done or one has failed, not once per upload: each wake-up
-            # would take the GIL from the uploads.
-            wait(futures, return_when=FIRST_EXCEPTION)
-        finally:
-            # After a failure, and also when the runner is stopped mid-way (TerminatedError): the queued uploads
-            # are dropped, only those under way are waited for, so the failure report goes out in time.
-            pool.shutdown(wait=True, cancel_futures=True)
-        uploaded: dict[int, str] = {}
-        failures: list[RunnerError] = []
-        for index, future in enumerate(futures):
-            if future.cancelled():
-                continue
-            try:
-                uploaded[index] = future.result()
-            except RunnerError as error:
-                failures.append(error)
+        # A stop (SIGTERM's TerminatedError) ends the event loop: the uploads under way are cancelled, so the
+        # failure report goes out at once.
+        uploaded, failures = asyncio.run(self._upload_concurrently(files, workers))
         if failures:
             raise UploadsFailedError(
                 f"{failures[0].message} ({len(failures)} of {len(files)} upload(s) failed, "
@@ -272,6 +312,44 @@ class RunStorage:
             )
         logger.info("uploaded %d file(s), %d at a time", len(files), workers)
         return [uploaded[index] for index in range(len(files))]
+
+    async def _upload_concurrently(
+        self, files: Sequence[BlobFile], workers: int
+    ) -> tuple[dict[int, str], list[RunnerError]]:
+        """`workers` tasks take the files in turn; once one has failed, none takes another. Returns the URIs by
+        index and the failures in the order of the files. Each task's upload span has the caller's parent: a
+        task starts with a copy of the caller's context."""
+        uploaded: dict[int, str] = {}
+        failures: dict[int, RunnerError] = {}
+        turns = iter(enumerate(files))
+
+        async def take_turns(service: AsyncBlobServiceClient) -> None:
+            for index, file in turns:
+                try:
+                    uploaded[index] = await self._upload_file_async(service, file)
+                except RunnerError as error:
+                    failures[index] = error
+                if failures:
+                    return
+
+        async with self._async_blob_service() as service:
+            await asyncio.gather(*(take_turns(service) for _ in range(workers)))
+        return uploaded, [failures[index] for index in sorted(failures)]
+
+    def _async_blob_service(self) -> AsyncBlobServiceClient:
+        if self._clients.async_blob_service is not None:
+            return self._clients.async_blob_service()
+        from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
+
+        sync = self._clients.blob_service
+        identity = self._clients.credential
+        return AsyncBlobServiceClient(
+            sync.url,  # with the SAS, if the connection string gave one
+            # The shared key policy is what the SDK itself hands from a client to the clients it makes.
+            credential=AsyncManagedIdentity(identity) if identity is not None else sync.credential,
+            transport=async_blob_transport(https=sync.scheme == "https"),
+            max_single_put_size=SINGLE_PUT_BYTES,
+        )
 
     def upload_bytes(
         self, data: bytes, relative: str, *, content_type: str, metadata: dict[str, str] | None = None
@@ -314,15 +392,33 @@ class RunStorage:
         self._clients.blob_service.close()
         self._clients.queue.close()
 
-    def _upload_file_in_span(self, file: BlobFile, parent: otel_context.Context) -> str:
-        if self._run_id is None:
-            return self._upload_file(file)
-        token = otel_context.attach(parent)
-        try:
-            with run_span("runner.upload", self._run_id, attributes={BLOB_URI_ATTRIBUTE: file.uri}):
-                return self._upload_file(file)
-        finally:
-            otel_context.detach(token)
+    async def _upload_file_async(self, service: AsyncBlobServiceClient, file: BlobFile) -> str:
+        span = (
+            run_span("runner.upload", self._run_id, attributes={BLOB_URI_ATTRIBUTE: file.uri})
+            if self._run_id is not None
+            else nullcontext()
+        )
+        with span:
+            if file.path.stat().st_size > SINGLE_PUT_BYTES:
+                # In blocks, through the sync client and its threads, one file at a time (`_upload_file`).
+                return await asyncio.to_thread(self._upload_file, file)
+            blob = service.get_blob_client(file.container, file.name)
+            with file.path.open("rb") as data:
+                try:
+                    try:
+                        await blob.upload_blob(data, **_put_options(file.content_type))
+                    except ResourceNotFoundError as error:
+                        if _error_code(error) != "ContainerNotFound":
+                            raise
+                        with suppress(ResourceExistsError):  # made by a concurrent upload
+                            await service.create_container(file.container)
+                        logger.info("created container %s", file.container)
+                        data.seek(0)
+                        await blob.upload_blob(data, **_put_options(file.content_type))
+                except AzureError as error:
+                    raise _upload_failed(file.uri, error) from error
+        logger.info("uploaded %s", file.uri)
+        return file.uri
 
     def _upload_file(self, file: BlobFile) -> str:
         with file.path.open("rb") as data:
@@ -344,13 +440,7 @@ class RunStorage:
         uri = blob_uri(container, name)
 
         def put() -> None:
-            blob.upload_blob(
-                data,
-                overwrite=True,
-                content_settings=ContentSettings(content_type=content_type),
-                metadata=metadata,
-                max_concurrency=BLOCK_CONCURRENCY,
-            )
+            blob.upload_blob(data, **_put_options(content_type, metadata))
 
         try:
             try:
@@ -365,10 +455,7 @@ class RunStorage:
                     data.seek(0)
                 put()
         except AzureError as error:
-            raise RunnerError(
-                "output_upload_failed",
-                f"Could not upload {uri}: {_reason(error)}." + _access_hint(error, "write to the container"),
-            ) from error
+            raise _upload_failed(uri, error) from error
         logger.info("uploaded %s", uri)
         return uri
 
@@ -376,6 +463,23 @@ class RunStorage:
         with suppress(ResourceExistsError):  # made by a concurrent upload
             self._clients.blob_service.create_container(container)
         logger.info("created container %s", container)
+
+
+def _put_options(content_type: str, metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """`upload_blob`'s options for an output: replace what is there; above the single-put limit, in blocks."""
+    return {
+        "overwrite": True,
+        "content_settings": ContentSettings(content_type=content_type),
+        "metadata": metadata,
+        "max_concurrency": BLOCK_CONCURRENCY,
+    }
+
+
+def _upload_failed(uri: str, error: AzureError) -> RunnerError:
+    return RunnerError(
+        "output_upload_failed",
+        f"Could not upload {uri}: {_reason(error)}." + _access_hint(error, "write to the container"),
+    )
 
 
 def _reason(error: AzureError) -> str:

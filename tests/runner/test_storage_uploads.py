@@ -4,8 +4,10 @@ for nothing but reads, writes and one message where the deployment made the cont
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -13,18 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.pipeline.transport import AsyncHttpTransport
 from azure.storage.blob import BlobServiceClient
+from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
 from azure.storage.queue import QueueClient
 
 from orchestrations.contracts import RunnerEvent, RunnerEventStatus
 from runner import storage as storage_module
 from runner.environment import OutputPrefix
+from runner.errors import TerminatedError
 from runner.storage import (
     BLOCK_CONCURRENCY,
     BlobFile,
     RunStorage,
     StorageClients,
     UploadsFailedError,
+    async_blob_transport,
     blob_transport,
 )
 
@@ -62,6 +68,139 @@ def test_uploads_run_concurrently_and_return_uris_in_the_order_given(
 
     assert uris == [f"az://{unique_name}/run-1/out/f{number:03}.txt" for number in range(60)]
     assert "Connection pool is full" not in caplog.text
+
+
+class HeldBackTransport(AsyncHttpTransport):
+    """The runner's asyncio transport, each request held back `delay` seconds first (the event loop waits)."""
+
+    def __init__(self, delay: float) -> None:
+        self._inner, self._delay = async_blob_transport(https=False), delay
+
+    async def send(self, request: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(self._delay)
+        return await self._inner.send(request, **kwargs)
+
+    async def open(self) -> None:
+        await self._inner.open()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def __aenter__(self) -> HeldBackTransport:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *args: Any) -> None:
+        await self._inner.__aexit__(*args)
+
+
+def hooked_storage(
+    azurite: str, container: str, on_request: Callable[[Any], None], *, held_back: float = 0.0
+) -> RunStorage:
+    """The runner's storage whose concurrent uploads' client calls `on_request` before each request it sends."""
+    clients = StorageClients(
+        BlobServiceClient.from_connection_string(azurite, transport=blob_transport()),
+        QueueClient.from_connection_string(azurite, f"{container}-events"),
+        async_blob_service=lambda: AsyncBlobServiceClient.from_connection_string(
+            azurite, transport=HeldBackTransport(held_back), raw_request_hook=on_request
+        ),
+    )
+    return RunStorage(clients, OutputPrefix.parse(f"az://{container}/run-1/"))
+
+
+def test_the_uploads_are_under_way_together_never_more_than_the_concurrency(
+    azurite: str, unique_name: str, tmp_path: Path
+) -> None:
+    in_flight, peak = 0, 0
+
+    def on_request(request: Any) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+
+    def on_response(response: Any) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+
+    BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
+    clients = StorageClients(
+        BlobServiceClient.from_connection_string(azurite, transport=blob_transport()),
+        QueueClient.from_connection_string(azurite, f"{unique_name}-events"),
+        async_blob_service=lambda: AsyncBlobServiceClient.from_connection_string(
+            azurite, transport=async_blob_transport(https=False),
+            raw_request_hook=on_request, raw_response_hook=on_response,
+        ),
+    )
+    storage = RunStorage(clients, OutputPrefix.parse(f"az://{unique_name}/run-1/"))
+    paths = small_files(tmp_path, 40)
+
+    storage.upload_files([storage.output_file(path, path.name, content_type="text/plain") for path in paths],
+                         concurrency=7)
+
+    # Each task sends its first request before any answer is read: all seven are under way at once.
+    assert (peak, in_flight) == (7, 0)
+    storage.close()
+
+
+def test_a_stop_during_the_uploads_ends_them_at_once_and_propagates(
+    azurite: str, unique_name: str, tmp_path: Path
+) -> None:
+    BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
+    sent = 0
+
+    def stop_at_the_tenth(request: Any) -> None:
+        nonlocal sent
+        sent += 1
+        if sent == 10:
+            raise TerminatedError()
+
+    storage = hooked_storage(azurite, unique_name, stop_at_the_tenth)
+    paths = small_files(tmp_path, 40)
+    try:
+        with pytest.raises(TerminatedError):
+            storage.upload_files([storage.output_file(path, path.name, content_type="text/plain") for path in paths],
+                                 concurrency=4)
+    finally:
+        TerminatedError.raised = False
+
+    container = BlobServiceClient.from_connection_string(azurite).get_container_client(unique_name)
+    assert len(list(container.list_blob_names())) < 10  # nothing was started after the stop
+    storage.close()
+
+
+def test_a_sigterm_while_the_uploads_wait_for_answers_ends_them_and_propagates(
+    azurite: str, unique_name: str, tmp_path: Path
+) -> None:
+    # As the runner's handler does (runner/cli.py): the signal's exception is raised in the main thread, here
+    # while the event loop waits (every request is held back a moment before it is sent).
+    BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
+    first_request = threading.Event()
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        raise TerminatedError()
+
+    storage = hooked_storage(azurite, unique_name, lambda request: first_request.set(), held_back=0.2)
+    paths = small_files(tmp_path, 200)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+
+    def stop_once_under_way() -> None:
+        if first_request.wait(10):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=stop_once_under_way)
+    killer.start()
+    try:
+        with pytest.raises(TerminatedError):
+            storage.upload_files([storage.output_file(path, path.name, content_type="text/plain") for path in paths],
+                                 concurrency=4)
+    finally:
+        killer.join()
+        signal.signal(signal.SIGTERM, previous)
+        TerminatedError.raised = False
+
+    container = BlobServiceClient.from_connection_string(azurite).get_container_client(unique_name)
+    assert len(list(container.list_blob_names())) < 200
+    storage.close()
 
 
 def test_a_failed_upload_is_named_and_the_ones_that_succeeded_are_reported(
@@ -111,6 +250,9 @@ def logged_storage(azurite: str, prefix: str, queue: str, log: RequestLog) -> Ru
     clients = StorageClients(
         BlobServiceClient.from_connection_string(azurite, transport=blob_transport(), raw_request_hook=log),
         QueueClient.from_connection_string(azurite, queue, raw_request_hook=log),
+        async_blob_service=lambda: AsyncBlobServiceClient.from_connection_string(
+            azurite, transport=async_blob_transport(), raw_request_hook=log
+        ),
     )
     return RunStorage(clients, OutputPrefix.parse(prefix))
 
@@ -187,10 +329,11 @@ def watched_block_storage(
 
 
 def test_a_file_above_the_single_put_limit_goes_in_blocks_at_once_and_lands_byte_identical(
-    azurite: str, unique_name: str, tmp_path: Path
+    azurite: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The SDK's limits scaled down (64 MiB single put, 4 MiB blocks in production): 32 blocks of 16 KiB.
     block = 16 * 1024
+    monkeypatch.setattr(storage_module, "SINGLE_PUT_BYTES", 4 * block)
     first_wave = threading.Barrier(BLOCK_CONCURRENCY, timeout=30)
     in_flight, peak, blocks = 0, 0, 0
     lock = threading.Lock()
