@@ -59,8 +59,9 @@ def _start_job(job: StartJobInput) -> dict:
     token = derive_callback_token(settings.callback_token_key, job.request.run_id, job.attempt)
     # Built inside this activity's span: the job's TRACEPARENT makes the runner's spans its children.
     spec = build_job_spec(job.request, token, settings, attempt=job.attempt)
-    marked = runtime.run_store().update_run(job.request.run_id, lambda record: _mark_starting(record, job.attempt))
-    not_started = _why_not_start(marked)
+    store = runtime.run_store()
+    marked = store.update_stored_run(job.request.run_id, lambda record: _mark_starting(record, job.attempt))
+    not_started = _why_not_start(marked.record)
     if not_started is not None:
         logger.warning("Run %s: not starting its job: it was cancelled or ended first", job.request.run_id)
         return not_started.to_payload()
@@ -94,7 +95,8 @@ def _start_job(job: StartJobInput) -> dict:
             "updated_at": started_at,
         })
 
-    record = runtime.run_store().update_run(job.request.run_id, mark_running)
+    # From the record as this activity stored it: unless it changed since (a cancel), no read before the write.
+    record = store.update_stored_run(job.request.run_id, mark_running, last=marked).record
     if not found_again:
         run_metrics.job_started(
             job.request.task_type.value, start_seconds=start_seconds,

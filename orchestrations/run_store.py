@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,6 +64,14 @@ MAX_PAGE = 1000
 class RunNotFoundError(RunnerOrchestratorError):
     def __init__(self, run_id: str) -> None:
         super().__init__("run_not_found", f"No run {run_id} in the runs table.")
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """A run record with the etag it is stored under."""
+
+    record: RunRecord
+    etag: str
 
 
 class RunStore:
@@ -116,25 +125,36 @@ class RunStore:
         `requested_at`, which places the run in the listing. The record and its listing copy are written in
         one transaction, on the condition that nobody wrote the record since it was read.
         """
+        return self.update_stored_run(run_id, change).record
+
+    def update_stored_run(
+        self, run_id: str, change: Callable[[RunRecord], RunRecord | None], *, last: StoredRun | None = None
+    ) -> StoredRun:
+        """`update_run`, starting from `last` (what this caller's previous update stored) instead of reading the
+        record again; the record as stored now. The write is conditional on `last`'s etag all the same, so a
+        record changed since is read again and `change` applied to that."""
         for _ in range(MAX_WRITE_ATTEMPTS):
-            try:
-                entity = self._table.get_entity(PARTITION, run_id)
-            except ResourceNotFoundError:
-                raise RunNotFoundError(run_id) from None
-            current = _from_entity(entity)
+            if last is not None:
+                stored, last = last, None
+            else:
+                try:
+                    stored = _stored(self._table.get_entity(PARTITION, run_id))
+                except ResourceNotFoundError:
+                    raise RunNotFoundError(run_id) from None
+            current = stored.record
             if current.status.is_terminal:
-                return current
+                return stored
             updated = change(current)
             if updated is None or updated == current:
-                return current
+                return stored
             if updated.requested_at != current.requested_at:
                 raise ValueError(f"run {run_id}: requested_at never changes (it places the run in the listing)")
             try:
-                self._table.submit_transaction([
-                    ("update", _to_entity(updated), _unchanged_since(entity)),
+                written = self._table.submit_transaction([
+                    ("update", _to_entity(updated), _unchanged_since(stored.etag)),
                     ("upsert", _listing_entity(updated), {"mode": UpdateMode.REPLACE}),
                 ])
-                return updated
+                return StoredRun(updated, str(written[0]["etag"]))
             except HttpResponseError as exc:
                 if exc.status_code != 412:
                     raise
@@ -235,17 +255,20 @@ def _listing_entity(record: RunRecord) -> dict[str, Any]:
     return _to_entity(record) | {"RowKey": _listing_key(record), "run_id": record.run_id}
 
 
-def _unchanged_since(entity: Any) -> dict[str, Any]:
-    """A transaction operation's condition: the row is as it was when `entity` was read."""
-    return {"mode": UpdateMode.REPLACE, "etag": entity.metadata["etag"],
-            "match_condition": MatchConditions.IfNotModified}
+def _stored(entity: Any) -> StoredRun:
+    return StoredRun(_from_entity(entity), str(entity.metadata["etag"]))
+
+
+def _unchanged_since(etag: str) -> dict[str, Any]:
+    """A transaction operation's condition: the row is still the version `etag` names."""
+    return {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified}
 
 
 def _backfill_operations(entity: Any) -> list[tuple[Any, ...]]:
     """Write the listing copy of a record as read, provided it has not changed since (an empty merge of the
     record carries the condition: a transaction has no operation that only checks)."""
     keys = {"PartitionKey": PARTITION, "RowKey": entity["RowKey"]}
-    return [("update", keys, _unchanged_since(entity) | {"mode": UpdateMode.MERGE}),
+    return [("update", keys, _unchanged_since(entity.metadata["etag"]) | {"mode": UpdateMode.MERGE}),
             ("upsert", _listing_entity(_from_entity(entity)), {"mode": UpdateMode.REPLACE})]
 
 

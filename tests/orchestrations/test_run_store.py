@@ -179,6 +179,50 @@ def test_an_update_that_lost_a_race_is_retried_and_the_listing_follows(store: Ru
     assert store.list_runs() == [store.get_run("run-raced")] == [updated]
 
 
+def test_an_update_from_what_this_caller_stored_last_reads_nothing(store: RunStore, counter: EntityCounter) -> None:
+    store.create_if_absent(record("run-chained"))
+    starting = store.update_stored_run("run-chained", lambda r: r.model_copy(update={"status": RunStatus.STARTING}))
+    read_before = counter.read
+
+    running = store.update_stored_run(
+        "run-chained", lambda r: r.model_copy(update={"status": RunStatus.RUNNING}), last=starting
+    )
+
+    assert counter.read == read_before
+    assert store.get_run("run-chained") == running.record and running.record.status is RunStatus.RUNNING
+    assert store.list_runs() == [running.record]
+
+
+def test_an_update_from_a_version_changed_since_applies_the_change_to_the_record_as_it_is_now(
+    store: RunStore,
+) -> None:
+    store.create_if_absent(record("run-moved"))
+    starting = store.update_stored_run("run-moved", lambda r: r.model_copy(update={"status": RunStatus.STARTING}))
+    store.update_run("run-moved", lambda r: r.model_copy(update={"execution_ref": "process:7"}))  # another writer
+    seen: list[RunRecord] = []
+
+    def mark_running(current: RunRecord) -> RunRecord:
+        seen.append(current)
+        return current.model_copy(update={"status": RunStatus.RUNNING})
+
+    running = store.update_stored_run("run-moved", mark_running, last=starting)
+
+    assert [r.execution_ref for r in seen] == [None, "process:7"]
+    assert running.record.execution_ref == "process:7" and store.get_run("run-moved") == running.record
+
+
+def test_an_update_from_a_version_of_a_run_that_ended_since_changes_nothing(store: RunStore) -> None:
+    store.create_if_absent(record("run-ended"))
+    starting = store.update_stored_run("run-ended", lambda r: r.model_copy(update={"status": RunStatus.STARTING}))
+    store.update_run("run-ended", lambda r: r.model_copy(update={"status": RunStatus.CANCELLED}))
+
+    after = store.update_stored_run(
+        "run-ended", lambda r: r.model_copy(update={"status": RunStatus.RUNNING}), last=starting
+    )
+
+    assert after.record.status is RunStatus.CANCELLED and store.get_run("run-ended").status is RunStatus.CANCELLED
+
+
 def test_an_update_may_not_move_the_run_in_the_listing(store: RunStore) -> None:
     store.create_if_absent(record("run-fixed"))
 
