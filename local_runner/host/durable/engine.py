@@ -149,12 +149,15 @@ class OrchestrationEngine:
             raise OrchestratorNotFoundError(name, list(self._orchestrators))
         instance_id = instance_id or uuid.uuid4().hex
         with self._lock(instance_id):
-            existing = self._find(instance_id)
-            if existing is not None and not existing.status.is_terminal:
-                raise InstanceExistsError(instance_id, existing.status.value)
             state = episode.new_instance(name, instance_id, input_json, self._clock.now())
-            state.etag = existing.etag if existing is not None else None
-            self._save(state)
+            with self._guard:
+                known = instance_id in self._states
+            if known or not self._create(state):
+                existing = self._find(instance_id)
+                if existing is not None and not existing.status.is_terminal:
+                    raise InstanceExistsError(instance_id, existing.status.value)
+                state.etag = existing.etag if existing is not None else None
+                self._save(state)
         logger.info("Started orchestration %s (%s)", instance_id, name,
                     extra={"instance_id": instance_id})
         self._notify(instance_id)
@@ -557,6 +560,16 @@ class OrchestrationEngine:
                 self._states.pop(state.instance_id, None)
             else:
                 self._states[state.instance_id] = state
+
+    def _create(self, state: InstanceState) -> bool:
+        """Write a new instance unless one is stored under its id (a conditional create); whether it was written.
+
+        A new id, the usual case, so costs no read of the store before the write."""
+        try:
+            self._save(state)
+        except StoreConflictError:
+            return False
+        return True
 
     def _save_or_forget(self, state: InstanceState) -> bool:
         try:

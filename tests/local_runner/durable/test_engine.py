@@ -14,6 +14,7 @@ from local_runner.host.durable import (
     InstanceExistsError,
     InstanceGoneError,
     InstanceNotFoundError,
+    InstanceStore,
     OrchestratorNotFoundError,
 )
 from tests.local_runner.durable.conftest import (
@@ -380,6 +381,44 @@ def test_starting_checks_the_orchestrator_name_and_the_instance_id(make_engine: 
 
     assert status_of(engine, "same-id")["name"] == "chain"
     assert outcome(engine, "same-id") == ("Completed", {"result": 4})
+
+
+def test_starting_an_instance_under_a_new_id_reads_nothing_from_the_store(
+    make_engine: EngineFactory, store: InstanceStore, monkeypatch: pytest.MonkeyPatch
+):
+    engine = make_engine({"chain": chain}, Activities({"double": lambda n: n * 2}))
+    engine.run_until_idle()  # it has taken up what the store holds
+    reads: list[str] = []
+    get = store.get
+
+    def recording_get(instance_id: str) -> Any:
+        reads.append(instance_id)
+        return get(instance_id)
+
+    monkeypatch.setattr(store, "get", recording_get)
+
+    engine.start_new("chain", "fresh-1", "1")
+    engine.run_until_idle()
+
+    assert reads == []
+    assert outcome(engine, "fresh-1") == ("Completed", {"result": 4})
+
+
+def test_an_instance_another_engine_holds_is_refused_and_one_it_finished_is_replaced(
+    make_engine: EngineFactory,
+):
+    first = make_engine({"approval": wait_for_approval, "chain": chain}, Activities({"double": lambda n: n * 2}))
+    second = make_engine({"approval": wait_for_approval, "chain": chain}, Activities({"double": lambda n: n * 2}))
+    first.start_new("approval", "shared-1")
+    first.start_new("chain", "shared-2", "1")
+    first.run_until_idle()
+
+    with pytest.raises(InstanceExistsError, match="Running"):
+        second.start_new("chain", "shared-1", "1")
+    second.start_new("approval", "shared-2")
+
+    assert status_of(second, "shared-2")["name"] == "approval"
+    assert status_of(first, "shared-1")["name"] == "approval"
 
 
 def test_events_for_unknown_instances_are_refused_and_their_status_is_none(
