@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from local_runner import process_backend
 from local_runner.process_backend import (
     VANISHED,
     ProcessJobBackend,
@@ -302,6 +303,42 @@ def test_a_run_whose_processes_were_killed_without_an_exit_code_has_vanished(bac
     assert status.state is JobState.FAILED
     assert status.exit_code is None
     assert status.detail == VANISHED
+
+
+def test_a_running_job_is_known_running_from_its_own_process_without_looking_through_every_process(
+    backend, make_spec, monkeypatch
+):
+    ref = backend.start(make_spec("import time; time.sleep(600)"))
+
+    def every_process(pgid: int) -> list[str]:
+        raise AssertionError("looked through every process for a group whose leader runs")
+
+    monkeypatch.setattr(process_backend, "_group_member_states", every_process)
+
+    assert backend.status(ref).state is JobState.RUNNING
+    backend.stop(ref)
+
+
+def test_a_job_whose_first_process_was_killed_runs_while_another_of_its_processes_lives(
+    backend, make_spec, tmp_path
+):
+    child_pid = tmp_path / "child.pid"
+    code = f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+        open({str(child_pid)!r}, "w").write(str(child.pid))
+        time.sleep(600)
+    """
+    ref = backend.start(make_spec(code))
+    wait_for(lambda: child_pid.exists() and child_pid.read_text() != "", what="the job to start its child")
+    leader = int((run_dir(backend, ref) / "pid").read_text())
+
+    os.kill(leader, signal.SIGKILL)  # the group's leader alone; the rest of the group lives on
+    wait_for(lambda: process_gone(leader), what="the leader to end")
+
+    assert backend.status(ref).state is JobState.RUNNING
+    os.killpg(leader, signal.SIGKILL)
+    assert wait_until_ended(backend, ref).detail == VANISHED
 
 
 def test_spec_json_keeps_the_spec_but_not_its_secrets(backend, make_spec):
