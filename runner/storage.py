@@ -296,7 +296,8 @@ class RunStorage:
         """Upload the files `concurrency` at a time; return their URIs in the order given.
 
         When some fail, those under way still finish and no other starts; UploadsFailedError names the first
-        failure in the order given, with the URIs of the files that did upload.
+        failure in the order given, with the URIs of the files that did upload. The uploads run in an event loop
+        of their own, so the caller may not be inside one (the runner is synchronous).
         """
         if not files:
             return []
@@ -321,15 +322,22 @@ class RunStorage:
         task starts with a copy of the caller's context."""
         uploaded: dict[int, str] = {}
         failures: dict[int, RunnerError] = {}
+        stopped = False
         turns = iter(enumerate(files))
 
         async def take_turns(service: AsyncBlobServiceClient) -> None:
+            nonlocal stopped
             for index, file in turns:
                 try:
                     uploaded[index] = await self._upload_file_async(service, file)
                 except RunnerError as error:
                     failures[index] = error
-                if failures:
+                except BaseException:
+                    # A stop (TerminatedError) or a fault: the other tasks start nothing more before the event
+                    # loop cancels them.
+                    stopped = True
+                    raise
+                if failures or stopped:
                     return
 
         async with self._async_blob_service() as service:

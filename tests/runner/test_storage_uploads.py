@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.core.pipeline.transport import AsyncHttpTransport
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.storage.blob import BlobServiceClient
 from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
 from azure.storage.queue import QueueClient
@@ -70,39 +70,25 @@ def test_uploads_run_concurrently_and_return_uris_in_the_order_given(
     assert "Connection pool is full" not in caplog.text
 
 
-class HeldBackTransport(AsyncHttpTransport):
-    """The runner's asyncio transport, each request held back `delay` seconds first (the event loop waits)."""
-
-    def __init__(self, delay: float) -> None:
-        self._inner, self._delay = async_blob_transport(https=False), delay
+class HeldBackTransport(AioHttpTransport):
+    """azure-core's aiohttp transport, each request held back a moment before it is sent (the event loop waits)."""
 
     async def send(self, request: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(self._delay)
-        return await self._inner.send(request, **kwargs)
-
-    async def open(self) -> None:
-        await self._inner.open()
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-    async def __aenter__(self) -> HeldBackTransport:
-        await self._inner.__aenter__()
-        return self
-
-    async def __aexit__(self, *args: Any) -> None:
-        await self._inner.__aexit__(*args)
+        await asyncio.sleep(0.2)
+        return await super().send(request, **kwargs)
 
 
 def hooked_storage(
-    azurite: str, container: str, on_request: Callable[[Any], None], *, held_back: float = 0.0
+    azurite: str, container: str, on_request: Callable[[Any], None], *, held_back: bool = False
 ) -> RunStorage:
     """The runner's storage whose concurrent uploads' client calls `on_request` before each request it sends."""
     clients = StorageClients(
         BlobServiceClient.from_connection_string(azurite, transport=blob_transport()),
         QueueClient.from_connection_string(azurite, f"{container}-events"),
         async_blob_service=lambda: AsyncBlobServiceClient.from_connection_string(
-            azurite, transport=HeldBackTransport(held_back), raw_request_hook=on_request
+            azurite,
+            transport=HeldBackTransport() if held_back else async_blob_transport(https=False),
+            raw_request_hook=on_request,
         ),
     )
     return RunStorage(clients, OutputPrefix.parse(f"az://{container}/run-1/"))
@@ -179,7 +165,7 @@ def test_a_sigterm_while_the_uploads_wait_for_answers_ends_them_and_propagates(
     def raise_terminated(signum: int, frame: object) -> None:
         raise TerminatedError()
 
-    storage = hooked_storage(azurite, unique_name, lambda request: first_request.set(), held_back=0.2)
+    storage = hooked_storage(azurite, unique_name, lambda request: first_request.set(), held_back=True)
     paths = small_files(tmp_path, 200)
     previous = signal.signal(signal.SIGTERM, raise_terminated)
 
