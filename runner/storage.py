@@ -1,7 +1,8 @@
 """Blob and queue access for one run: download inputs, upload outputs, send the completion message.
 
 `connect` is the one place that builds the storage clients: from the connection string (Azurite,
-locally) or from the account URLs with DefaultAzureCredential (managed identity, in Azure). The
+locally) or from the account URLs with DefaultAzureCredential (managed identity, in Azure); the
+asyncio client of the concurrent uploads takes the blob client's account and credential. The
 SDK's own retry policy covers transient failures; what is left becomes a RunnerError with a code,
 and a credential that gives no token a StorageCredentialError.
 """
@@ -50,7 +51,7 @@ DOWNLOAD_CONCURRENCY = 4
 # A report has hundreds of small files, so uploads are bound by round trips, not bandwidth: this
 # many run at once (bench/upload_concurrency.py measures the gain), as tasks of one asyncio event loop over the
 # SDK's aiohttp transport. Threads over requests cost the client 1.7-1.9 ms of CPU per 20 KB upload at 16 at
-# once (they contend for the GIL), the event loop 1.2-1.4 ms. With round trips of 10 ms it takes about 10 in
+# once (they contend for the GIL), the event loop 1.0-1.1 ms. With round trips of 10 ms it takes about 10 in
 # flight to keep the client busy; 16 leave room for slower round trips.
 UPLOAD_CONCURRENCY = 16
 # A file larger than the single-put limit (the SDK's default, passed explicitly) goes in 4 MiB blocks,
