@@ -79,12 +79,19 @@ def http_server() -> Iterator[str]:
         thread.join()
 
 
-def test_requests_through_the_transport_do_not_ask_the_file_system_what_the_ca_bundle_is(
-    no_proxy_set: pytest.MonkeyPatch, tmp_path: Path, http_server: str
-) -> None:
+@pytest.fixture
+def ca_bundle(no_proxy_set: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty CA bundle file that REQUESTS_CA_BUNDLE names (plain HTTP never reads it)."""
     bundle = tmp_path / "bundle.pem"
     bundle.write_text("")
     no_proxy_set.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    return bundle
+
+
+def test_requests_through_the_transport_do_not_ask_the_file_system_what_the_ca_bundle_is(
+    no_proxy_set: pytest.MonkeyPatch, ca_bundle: Path, http_server: str
+) -> None:
+    bundle = ca_bundle
     transport = storage_transport()
     asked: list[str] = []
     isdir = os.path.isdir
@@ -124,11 +131,9 @@ def test_the_connection_pool_is_chosen_by_the_ca_bundle_as_requests_chooses_it(
 
 
 def test_behind_a_proxy_no_proxy_still_sends_the_hosts_it_names_direct(
-    no_proxy_set: pytest.MonkeyPatch, tmp_path: Path, http_server: str
+    no_proxy_set: pytest.MonkeyPatch, ca_bundle: Path, http_server: str
 ) -> None:
-    bundle = tmp_path / "bundle.pem"
-    bundle.write_text("")
-    no_proxy_set.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    bundle = ca_bundle
     no_proxy_set.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there: a proxied request fails
     no_proxy_set.setenv("NO_PROXY", "127.0.0.1")
     transport = storage_transport()
