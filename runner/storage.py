@@ -59,9 +59,9 @@ UPLOAD_CONCURRENCY = 16
 # (bench/large_upload.py). Only one file goes in blocks at a time, whatever UPLOAD_CONCURRENCY.
 SINGLE_PUT_BYTES = 64 * 2**20
 BLOCK_CONCURRENCY = 8
-# requests keeps 10 connections per host unless told otherwise; with more threads than that, the
-# extra connections would be opened and dropped on every request ("Connection pool is full"). At most
-# the other upload threads and one file's blocks are in flight at once (downloads are fewer, and earlier).
+# Connections each client keeps: at most the other uploads and one file's blocks are in flight at once
+# (downloads are fewer, and earlier). requests keeps 10 per host unless told otherwise, and with more threads
+# than that it would open and drop connections on every request ("Connection pool is full").
 CONNECTION_POOL_SIZE = UPLOAD_CONCURRENCY + BLOCK_CONCURRENCY
 # The storage SDK's own transport settings, which it applies only to a transport it builds itself.
 CONNECTION_TIMEOUT_SECONDS = 20
@@ -109,8 +109,8 @@ class UploadsFailedError(RunnerError):
 
 
 def blob_transport() -> RequestsTransport:
-    """The app's storage transport (environment read once, when built) with a connection pool as large as the
-    upload threads and the storage SDK's own timeouts and block size."""
+    """The app's storage transport (environment read once, when built) keeping CONNECTION_POOL_SIZE connections,
+    with the storage SDK's own timeouts and block size."""
     return storage_transport(
         pool_size=CONNECTION_POOL_SIZE,
         connection_timeout=CONNECTION_TIMEOUT_SECONDS,

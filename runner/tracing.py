@@ -3,7 +3,7 @@
 The job is started with the app's `start_job` span as `TRACEPARENT`; the runner's root span, `runner`,
 is its child (a missing or invalid `TRACEPARENT` starts a trace of its own), and every phase is a child
 of the root: `runner.download` (one per input), `runner.task`, `runner.upload` (one per output, in the
-upload threads), `runner.result` (result document and log) and `runner.complete` (the completion message).
+upload tasks), `runner.result` (result document and log) and `runner.complete` (the completion message).
 Where the spans go is read from the standard settings by `telemetry.configure`; a setting it cannot use
 turns telemetry off for the run, never fails it.
 
