@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 STORAGE_CONNECTION_SETTING = "AzureWebJobsStorage"
 # The longest wait between two listings of a blob trigger's container when nothing new was found (it goes
 # back to 100 ms once something was): short, because locally nobody wants to wait for an upload to be noticed,
-# and an idle pass lists only names (a container of many uploads is listed less often: SCANNED_BLOBS_PER_SECOND).
+# and an idle pass lists only names (a container of many uploads is listed less often: `idle_scan_delay`).
 # Azurite has neither the storage logs nor the change feed the Functions host could follow instead.
 DEFAULT_POLL_INTERVAL_SECONDS = 0.1
 

@@ -19,11 +19,13 @@ from local_runner.host.triggers import (
     BLOB_POISON_QUEUE,
     FULL_SCAN_INTERVAL,
     HOSTS_CONTAINER,
+    IDLE_SCANNED_BLOBS_PER_SECOND,
     SCANNED_BLOBS_PER_SECOND,
     BlobPath,
     BlobTriggerPoller,
     QueueTriggerPoller,
     blob_receipt_name,
+    idle_scan_delay,
 )
 from tests.conftest import wait_for
 from tests.local_runner.host.conftest import queue_exists
@@ -303,7 +305,18 @@ def test_an_idle_scan_of_many_blobs_waits_longer_than_its_interval_so_it_lists_a
     finally:
         poller.stop()
 
-    assert min(clock.asked[-2:]) >= count / SCANNED_BLOBS_PER_SECOND > 0.1
+    assert min(clock.asked[-2:]) >= count / IDLE_SCANNED_BLOBS_PER_SECOND > 0.1
+
+
+def test_an_idle_scan_comes_at_least_as_often_as_the_functions_hosts_unless_that_would_list_more_than_its_ceiling(
+) -> None:
+    every_ten_seconds = FULL_SCAN_INTERVAL.total_seconds()
+    at_the_budget = IDLE_SCANNED_BLOBS_PER_SECOND * 2
+
+    assert idle_scan_delay(at_the_budget) == pytest.approx(2.0)
+    assert idle_scan_delay(at_the_budget * 10) == every_ten_seconds
+    assert idle_scan_delay(SCANNED_BLOBS_PER_SECOND * 30) == pytest.approx(30.0)
+    assert idle_scan_delay(0) == 0.0
 
 
 def test_a_blob_path_matches_its_pattern_and_lists_by_its_literal_prefix() -> None:
