@@ -35,6 +35,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 from local_runner.job_output import LOG_MAX_BYTES, LOG_TAIL_LINES, capped_log, describe_exit, log_tail
+from orchestrations.backends import REMOTE_END_LOOKS
 from orchestrations.contracts import ExecutionRef, JobSpec, JobState, JobStatus
 from orchestrations.errors import BackendError, ConfigurationError, ExecutionNotFoundError
 from orchestrations.settings import AppSettings
@@ -252,6 +253,7 @@ class DockerJobBackend:
     """
 
     name = "docker"
+    end_looks = REMOTE_END_LOOKS  # each look is an inspect by the engine
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ from pathlib import Path
 from local_runner import process_supervisor
 from local_runner.job_output import LOG_MAX_BYTES, LOG_TAIL_BYTES, capped_log, describe_exit, log_tail
 from local_runner.process_supervisor import EXIT_CODE_FILE, PID_FILE, write_atomically
+from orchestrations.backends import EndLooks
 from orchestrations.contracts import ExecutionRef, JobSpec, JobState, JobStatus, RunnerEnv
 from orchestrations.errors import BackendError, ExecutionNotFoundError
 from orchestrations.settings import AppSettings
@@ -108,6 +109,9 @@ class ProcessJobBackend:
     """
 
     name = "process"
+    # A look reads a few /proc entries (tens of microseconds). A runner exits about 0.1 s after its message, and
+    # its slot stays idle until a look sees it gone: every 10 ms at first, the pauses growing a tenth each time.
+    end_looks = EndLooks(first_pause=0.01, growth=1.1, longest_pause=2.0)
 
     def __init__(
         self,

@@ -45,6 +45,7 @@ from azure.mgmt.appcontainers.models import (
     JobExecutionTemplate,
 )
 
+from orchestrations.backends import REMOTE_END_LOOKS
 from orchestrations.contracts import ExecutionRef, JobSpec, JobState, JobStatus, RunnerEnv
 from orchestrations.errors import BackendError, ExecutionNotFoundError
 from orchestrations.settings import AcaSettings, AppSettings, load
@@ -115,6 +116,7 @@ class AcaJobBackend:
     """Starts, watches and stops executions of one Container Apps job through Azure Resource Manager."""
 
     name = BACKEND_NAME
+    end_looks = REMOTE_END_LOOKS  # each look is a Resource Manager read
 
     def __init__(
         self,

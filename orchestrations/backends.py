@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from orchestrations.contracts import ExecutionRef, JobSpec, JobStatus
@@ -19,11 +21,34 @@ from orchestrations.settings import AppSettings, BackendName
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class EndLooks:
+    """How often to look at an execution that is about to end (a runner exiting after its message, a replica
+    terminating after a stop): `first_pause` seconds after, then each pause `growth` times the last, up to
+    `longest_pause`. What suits a backend depends on what its `status` costs and how soon its executions end."""
+
+    first_pause: float
+    growth: float
+    longest_pause: float
+
+    def pauses(self) -> Iterator[float]:
+        pause = self.first_pause
+        while True:
+            yield pause
+            pause = min(pause * self.growth, self.longest_pause)
+
+
+# A look that is a Resource Manager read or a Docker engine inspect: 20 ms, then half as long again each time,
+# up to 2 s apart (8 looks in the first second). A Container Apps replica takes seconds to terminate.
+REMOTE_END_LOOKS = EndLooks(first_pause=0.02, growth=1.5, longest_pause=2.0)
+
+
 @runtime_checkable
 class JobBackend(Protocol):
     """Runs the runner image somewhere. Implementations must be safe to call from several threads."""
 
     name: str
+    end_looks: EndLooks
 
     def start(self, spec: JobSpec) -> ExecutionRef:
         """Start an execution and return its ref as soon as it exists.

@@ -24,12 +24,6 @@ logger = logging.getLogger(__name__)
 # How long a release waits for its job to end: a runner exits within moments of its message; a stopped
 # Container Apps replica within its termination grace.
 JOB_END_WAIT_SECONDS = 120.0
-# Looks at the job's status 20 ms after the message, then half as long again each time, up to 2 s apart: a local
-# process exits within a tenth of a second of its message (and holds its slot until then); a Container Apps
-# replica takes seconds, and each look is a Resource Manager read (8 in the first second).
-JOB_END_FIRST_PAUSE_SECONDS = 0.02
-JOB_END_PAUSE_GROWTH = 1.5
-JOB_END_LONGEST_PAUSE_SECONDS = 2.0
 # Runtime statuses of an orchestration that may still use its slot (ContinuedAsNew: between generations).
 _LIVE_STATUSES = {"Pending", "Running", "ContinuedAsNew", "Suspended"}
 
@@ -79,7 +73,8 @@ def _wait_for_job_end(run_id: str, ref: ExecutionRef) -> None:
     terminating after a stop), for at most JOB_END_WAIT_SECONDS: then the slot goes back all the same."""
     backend = runtime.backend()
     deadline = time.monotonic() + JOB_END_WAIT_SECONDS
-    pause = JOB_END_FIRST_PAUSE_SECONDS
+    # At the backend's pace: the slot stays idle from the job's end until a look sees it.
+    pauses = backend.end_looks.pauses()
     while time.monotonic() < deadline:
         try:
             if backend.status(ref).has_ended:
@@ -87,8 +82,7 @@ def _wait_for_job_end(run_id: str, ref: ExecutionRef) -> None:
         except Exception as exc:  # an unknown or vanished execution holds no resources
             logger.warning("Run %s: its job's status is unknown (%s); its slot goes back", run_id, exc)
             return
-        time.sleep(pause)
-        pause = min(pause * JOB_END_PAUSE_GROWTH, JOB_END_LONGEST_PAUSE_SECONDS)
+        time.sleep(next(pauses))
     logger.warning("Run %s: its job %s still runs after %s s; its slot goes back all the same", run_id, ref,
                    JOB_END_WAIT_SECONDS)
 
