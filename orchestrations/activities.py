@@ -55,6 +55,14 @@ def start_job(payload: dict) -> dict:
 
 
 def _start_job(job: StartJobInput) -> dict:
+    policy = job.request.policy
+    # The one check that the run may start (a SlotGranted notice only wakes the orchestrator): a slot in storage.
+    # A retried start finds the slot still held; it goes back only after the job has ended.
+    confirms_slot = policy.start_confirms_slot and policy.slot_poll_seconds is not None
+    if confirms_slot and runtime.run_slots().holding(job.request.run_id) is None:
+        logger.warning("Run %s: not starting its job: it holds no slot (a late or forged notice); it waits again",
+                       job.request.run_id)
+        return StartJobResult(no_slot=True).to_payload()
     settings = runtime.settings()
     token = derive_callback_token(settings.callback_token_key, job.request.run_id, job.attempt)
     # Built inside this activity's span: the job's TRACEPARENT makes the runner's spans its children.

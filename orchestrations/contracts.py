@@ -212,6 +212,13 @@ class RunPolicy(Contract):
         "starts, so that no generation outgrows the others. False: a run requested before that, whose history "
         "follows the earlier order.",
     )
+    start_confirms_slot: bool = Field(
+        default=False,
+        description="True: a SlotGranted notice (or a look that finds the slot) leads straight to start_job, which "
+        "starts the job only while the run holds its slot in storage, and otherwise starts nothing and the run "
+        "waits again. False: a run requested before that, which confirms its slot with one more acquire_slot "
+        "look first, as its history expects.",
+    )
 
 
 class SourceBlob(Contract):
@@ -255,6 +262,11 @@ class RunTaskInput(Contract):
 
     request: RunRequest
     watch: WatchState | None = None
+    told_of_slot: bool = Field(
+        default=False,
+        description="Continued as new once told of a slot (`start_confirms_slot`): start_job, which confirms it, "
+        "comes first.",
+    )
 
 
 class WatchState(Contract):
@@ -463,20 +475,23 @@ class SlotAnswer(Contract):
 
 
 class StartJobResult(Contract):
-    """Output of `start_job`: the execution, the backend's refusal when no retry can help, or the cancel
-    request that reached the run before its job was started (then none was)."""
+    """Output of `start_job`: the execution, the backend's refusal when no retry can help, the cancel
+    request that reached the run before its job was started (then none was), or that the run holds no slot
+    (`no_slot`: the notice that sent it was late or not from a grant; nothing was started or written)."""
 
     execution_ref: str | None = None
     started_at: datetime | None = None
     refused: RunError | None = None
     cancelled: Cancellation | None = None
+    no_slot: bool = False
 
     @model_validator(mode="after")
     def _started_or_refused(self) -> Self:
-        not_started = (self.refused is not None) + (self.cancelled is not None)
+        not_started = (self.refused is not None) + (self.cancelled is not None) + self.no_slot
         if not_started > 1 or (not_started == 1) == (self.execution_ref is not None or self.started_at is not None):
             raise ValueError(
-                "a start result has an execution_ref and started_at, a refusal or a cancellation: one, not both"
+                "a start result has an execution_ref and started_at, a refusal, a cancellation or no_slot: one, "
+                "not both"
             )
         if not_started == 0 and (self.execution_ref is None or self.started_at is None):
             raise ValueError("a started job has both an execution_ref and started_at")

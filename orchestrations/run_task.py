@@ -14,7 +14,8 @@ A cancel and the completion race: the first one the orchestrator takes wins. Whe
 at the same decision point (both came while a status check ran) the completion wins, as does a check
 that finds the job ended: the job has ended its own way. A cancel that reached the run record while
 the run was still `queued` makes `start_job` start nothing (the record decides that race). A queued
-run races its slot against the same `CancelRequested` task, and a cancelled one never takes a slot.
+run races its slot against the same `CancelRequested` task, and a cancelled one never takes a slot. A
+`SlotGranted` notice leads straight to `start_job`, which starts nothing unless the run holds its slot.
 
 After `checks_per_generation` status checks (or `slot_polls_per_generation` looks for a slot) it
 continues as new with its watch state, so its history stays bounded however long the job runs or waits. The
@@ -70,7 +71,7 @@ def run_task(context: df.DurableOrchestrationContext) -> Orchestration:
     retry = BackoffRetryOptions(policy.activity_retry)
     progress = _Progress(watch=run.watch)
     try:
-        outcome = yield from _decide(context, retry, run.request, progress)
+        outcome = yield from _decide(context, retry, run.request, progress, told_of_slot=run.told_of_slot)
     except Exception as exc:  # a bug or a broken contract: the job is stopped and the run still ends, saying why
         outcome = yield from _give_up(context, retry, run.request, progress.watch, exc)
     if outcome is None:  # continued as new: the next generation carries on
@@ -89,24 +90,35 @@ class _Progress:
 
 
 def _decide(
-    context: df.DurableOrchestrationContext, retry: BackoffRetryOptions, request: RunRequest, progress: _Progress
+    context: df.DurableOrchestrationContext,
+    retry: BackoffRetryOptions,
+    request: RunRequest,
+    progress: _Progress,
+    *,
+    told_of_slot: bool,
 ) -> Orchestration:
     """How the run ended, or None when this generation has watched long enough and continued as new."""
+    policy = request.policy
     # One wait per generation, taken before the generation ends (like the completion): the SDK 1.x
     # continues as new without the events no wait consumed.
     cancel = context.wait_for_external_event(CANCEL_REQUESTED_EVENT)
-    if progress.watch is None and request.policy.slot_poll_seconds is not None:
+    if progress.watch is None and policy.slot_poll_seconds is not None and not told_of_slot:
         queued = yield from _wait_for_slot(context, retry, request, cancel)
         if isinstance(queued, RunOutcome):
             return queued
-        # A slot that came after waiting: the start and its checks go to a fresh generation (whose first look
-        # finds the slot held), so that the looks and the checks never add up in one history.
-        if queued is _STILL_QUEUED or (queued is _SLOT_HELD_AFTER_WAITING and request.policy.start_counts_as_check):
-            context.continue_as_new(RunTaskInput(request=request).to_payload())
+        # A slot that came after waiting: the start and its checks go to a fresh generation (whose first step
+        # is the start, or a look that finds the slot held), so that the looks and the checks never add up in
+        # one history.
+        if queued is _STILL_QUEUED or (queued is not _SLOT_HELD and policy.start_counts_as_check):
+            told = policy.start_confirms_slot and queued is not _STILL_QUEUED
+            context.continue_as_new(RunTaskInput(request=request, told_of_slot=told).to_payload())
             return None
-    checks = request.policy.checks_per_generation
+    checks = policy.checks_per_generation
     if progress.watch is None:
         started = yield from _start_job(context, retry, request, attempt=FIRST_ATTEMPT)
+        if started is _NO_SLOT:  # the notice was late or not from a grant: wait in a fresh generation
+            context.continue_as_new(RunTaskInput(request=request).to_payload())
+            return None
         if isinstance(started, RunOutcome):
             return started
         progress.watch = started
@@ -125,6 +137,8 @@ def _decide(
 _STILL_QUEUED = "still queued"
 _SLOT_HELD = "slot held"
 _SLOT_HELD_AFTER_WAITING = "slot held after waiting"
+_TOLD_OF_SLOT = "told of a slot"  # by SlotGranted, not yet confirmed: start_job confirms it (start_confirms_slot)
+_NO_SLOT = "no slot"  # start_job found none
 
 
 def _wait_for_slot(
@@ -132,10 +146,11 @@ def _wait_for_slot(
 ) -> Orchestration:
     """Queued until the run holds a slot: `_SLOT_HELD` at the first look, `_SLOT_HELD_AFTER_WAITING` at a later
     one; its outcome if cancelled meanwhile; or `_STILL_QUEUED` after this generation's looks. `SlotGranted`
-    (sent when a slot frees) only wakes it: the look that follows confirms the slot in storage, so no event,
-    late or forged, starts a job without one. It also looks every `slot_poll_seconds` (a notice lost to a
-    restart or to continue-as-new, a raised cap). A look that fails (storage out) is only a look: the run
-    stays queued, never fails for it."""
+    (sent when a slot frees) only wakes it: the slot is confirmed in storage before a job starts, so no event,
+    late or forged, starts a job without one. With `start_confirms_slot` start_job confirms it (the notice
+    returns `_TOLD_OF_SLOT`); before that, the look that follows did. It also looks every `slot_poll_seconds`
+    (a notice lost to a restart or to continue-as-new, a raised cap). A look that fails (storage out) is only a
+    look: the run stays queued, never fails for it."""
     policy = request.policy
     assert policy.slot_poll_seconds is not None
     queued_no_job = "it was queued; no job started"
@@ -164,6 +179,8 @@ def _wait_for_slot(
                 timer.cancel()
             if winner == cancel:
                 return _cancelled(request.run_id, FIRST_ATTEMPT, None, _cancellation(cancel.result), queued_no_job)
+        if granted.is_completed and policy.start_confirms_slot:
+            return _TOLD_OF_SLOT
         if granted.is_completed:  # the next look confirms it; a later notice needs a wait of its own
             granted = context.wait_for_external_event(SLOT_GRANTED_EVENT)
     return _STILL_QUEUED
@@ -207,7 +224,7 @@ def _give_up(
 def _start_job(
     context: df.DurableOrchestrationContext, retry: BackoffRetryOptions, request: RunRequest, *, attempt: int
 ) -> Orchestration:
-    """The watch state of the started job, or the outcome of a start that failed."""
+    """The watch state of the started job, the outcome of a start that failed, or `_NO_SLOT`."""
     _set_phase(context, "starting")
     try:
         started = StartJobResult.from_payload((yield context.call_activity_with_retry(
@@ -215,6 +232,8 @@ def _start_job(
         )))
     except Exception as exc:  # the SDK raises a plain Exception once all retries failed
         started = StartJobResult(refused=RunError(code="job_start_failed", message=_reason(exc)))
+    if started.no_slot:
+        return _NO_SLOT
     if started.cancelled is not None:
         return _cancelled(request.run_id, attempt, None, started.cancelled, "no job was started")
     if started.refused is not None or started.execution_ref is None or started.started_at is None:

@@ -525,6 +525,7 @@ class AppSettings(BaseSettings):
             checks_per_generation=self.status_checks_per_generation,
             slot_poll_seconds=self.slot_poll_seconds,
             start_counts_as_check=True,
+            start_confirms_slot=True,
             activity_retry=RetryPolicy(
                 first_interval_seconds=self.activity_first_retry_seconds,
                 max_attempts=self.activity_max_attempts,
