@@ -9,15 +9,18 @@ MAX_CONCURRENT_RUNS and host.json as they are), then, in one run:
 
 1. The bare job: `--bare` runs of the sample portfolio's parse job started through the process backend itself
    (no host: the backend's `start`, then `status` every 5 ms until it ended; one warm-up not counted). Their
-   median wall time, and their CPU time (user + system of the job's processes, from the kernel's accounting of
-   reaped children). Then `--alone` of them started MAX_CONCURRENT_RUNS at once, the next as one ends, as the
+   median wall time, and their CPU time: user + system of the job's processes (from the kernel's accounting of
+   reaped children), and Azurite's for the job's own requests (its input, its outputs, its result and its
+   message: Azurite serves nothing else meanwhile), which the machine spends on the job with or without a host.
+   Then `--alone` of them started MAX_CONCURRENT_RUNS at once, the next as one ends, as the
    host's cap runs them: the jobs' own time at the cap, with no host (it includes what the jobs lose to their
    start-up, to their storage requests and to sharing the cores, which the CPU-bound time does not).
 2. Upload -> recorded, one upload at a time (`--singles`): from just before `upload_blob` until the run's record
    is terminal (the runs table read every 10 ms). The median overhead is that median minus the bare job's.
 3. `--bursts` bursts of `--uploads` uploads at once (16 uploading threads). For each: the time until every run is
    recorded, the intake time (until every upload has its record in the runs table, whatever its status), the
-   CPU-bound time (the jobs' own CPU, `--uploads` times the bare job's, over this machine's cores), the ratio,
+   CPU-bound time (the jobs' own CPU, `--uploads` times the bare job's with Azurite's share, over this machine's
+   cores), the ratio,
    and the host's RSS (this process: the host runs in it) once the burst is recorded. Also the CPU the host
    (this process, less the bench's own uploading and polling), Azurite and the jobs used during the burst
    (the jobs' figure counts only the jobs the backend has reaped by then), to show where the rest went, and the
@@ -120,9 +123,10 @@ class BareJobs:
 
     backend: ProcessJobBackend
     request: RunRequest
+    azurite_pid: int
 
     @classmethod
-    def prepare(cls, uploads: ContainerClient, work: Path) -> tuple[BareJobs, BlobClient]:
+    def prepare(cls, uploads: ContainerClient, work: Path, azurite_pid: int) -> tuple[BareJobs, BlobClient]:
         """The jobs' backend and request, and their input blob (to delete before the host starts)."""
         settings = runtime.settings()
         client = uploads.get_blob_client("parse_portfolio/bare-job.csv")
@@ -132,7 +136,7 @@ class BareJobs:
             policy=settings.run_policy(), now=datetime.now(UTC),
         )
         assert isinstance(decision, RunRequest), decision
-        return cls(ProcessJobBackend(work / "bare-runs", project_root=ROOT), decision), client
+        return cls(ProcessJobBackend(work / "bare-runs", project_root=ROOT), decision, azurite_pid), client
 
     def start(self) -> ExecutionRef:
         settings = runtime.settings()
@@ -148,18 +152,20 @@ class BareJobs:
         reap(int((self.backend.work_dir / ref.name / "pid").read_text()))
         return True
 
-    def one_at_a_time(self, runs: int) -> tuple[float, float]:
-        """Median wall seconds and mean CPU seconds of a job run alone (after one warm-up)."""
-        walls, cpus = [], []
+    def one_at_a_time(self, runs: int) -> tuple[float, float, float]:
+        """Median wall seconds, mean CPU seconds of its processes and mean CPU seconds of Azurite's, of a job run
+        alone (after one warm-up)."""
+        walls, cpus, azurite_cpus = [], [], []
         for number in range(runs + 1):
-            cpu_before, started = children_cpu(), time.perf_counter()
+            cpu_before, azurite_before, started = children_cpu(), process_cpu(self.azurite_pid), time.perf_counter()
             ref = self.start()
             while not self.ended(ref):
                 time.sleep(BARE_POLL_SECONDS)
             if number:
                 walls.append(time.perf_counter() - started)
                 cpus.append(children_cpu() - cpu_before)
-        return statistics.median(walls), statistics.mean(cpus)
+                azurite_cpus.append(process_cpu(self.azurite_pid) - azurite_before)
+        return statistics.median(walls), statistics.mean(cpus), statistics.mean(azurite_cpus)
 
     def at_once(self, runs: int, at_most: int) -> float:
         """Wall seconds per job of `runs` jobs, `at_most` running at once (the next as one ends), as the host's
@@ -257,17 +263,17 @@ def main() -> None:
                 endpoints.connection_string, transport=storage_transport(pool_size=UPLOAD_THREADS)
             )
             uploads = service.create_container("uploads")
-            bare, input_blob = BareJobs.prepare(uploads, work)
+            bare, input_blob = BareJobs.prepare(uploads, work, azurite.pid)
             settings = runtime.settings()
             try:
-                bare_wall, bare_cpu = bare.one_at_a_time(args.bare)
+                bare_wall, bare_cpu, bare_azurite_cpu = bare.one_at_a_time(args.bare)
                 alone_per_job = bare.at_once(args.alone, settings.max_concurrent_runs) if args.alone else None
             finally:
                 input_blob.delete_blob()  # before the host starts, so it never sees it
             print(f"in-process host, process backend, MAX_CONCURRENT_RUNS={settings.max_concurrent_runs}, "
                   f"{cores} cores; the sample portfolio's parse job:")
             print(f"  bare job (process backend alone, median of {args.bare}): {bare_wall:.3f} s wall, "
-                  f"{bare_cpu:.3f} s CPU")
+                  f"{bare_cpu:.3f} s CPU in its processes + {bare_azurite_cpu:.3f} s in Azurite for its requests")
             if alone_per_job is not None:
                 print(f"  {args.alone} bare jobs, {settings.max_concurrent_runs} at once (MAX_CONCURRENT_RUNS): "
                       f"{alone_per_job:.3f} s each")
@@ -288,8 +294,9 @@ def main() -> None:
                       f"{overhead / OVERHEAD_GOAL_SECONDS:.2f}x of it)")
                 if args.bursts < 1:
                     return
-                bound = args.uploads * bare_cpu / cores
-                print(f"  {args.uploads} uploads at once; CPU-bound time = {args.uploads} x {bare_cpu:.3f} s / "
+                job_cpu = bare_cpu + bare_azurite_cpu
+                bound = args.uploads * job_cpu / cores
+                print(f"  {args.uploads} uploads at once; CPU-bound time = {args.uploads} x {job_cpu:.3f} s / "
                       f"{cores} cores = {bound:.1f} s (goal: recorded <= {BURST_GOAL_RATIO}x, intake <= "
                       f"{INTAKE_GOAL_SECONDS:.0f} s, RSS within {RSS_GOAL_GROWTH:.0%} of the first burst's)")
                 alone = args.uploads * alone_per_job if alone_per_job is not None else None
