@@ -1,7 +1,8 @@
 """The JobBackend protocol, and how the app picks one.
 
 A backend does four things and nothing else: start, status, stop, logs. Polling, deadlines and
-retries belong to the orchestrator. Backends live where their dependencies do: `aca` here, `docker`
+retries belong to the orchestrator; a backend only says how often a look at an ending execution is worth
+its cost (`end_looks`). Backends live where their dependencies do: `aca` here, `docker`
 and `process` in `local_runner`, which is plugged in by module path so that production code never
 imports it (see DESIGN.md, "Job backends").
 """
