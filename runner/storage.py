@@ -10,6 +10,7 @@ and a credential that gives no token a StorageCredentialError.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import ssl
@@ -51,8 +52,10 @@ DOWNLOAD_CONCURRENCY = 4
 # A report has hundreds of small files, so uploads are bound by round trips, not bandwidth: this
 # many run at once (bench/upload_concurrency.py measures the gain), as tasks of one asyncio event loop over the
 # SDK's aiohttp transport. Threads over requests cost the client 1.7-1.9 ms of CPU per 20 KB upload at 16 at
-# once (they contend for the GIL), the event loop 1.0-1.1 ms. With round trips of 10 ms it takes about 10 in
-# flight to keep the client busy; 16 leave room for slower round trips.
+# once (they contend for the GIL), the event loop 0.9-1.0 ms. With round trips of 10 ms it takes about 10 in
+# flight to keep the client busy; 16 leave room for slower round trips (24 or 32 gave the bench 0.86-0.94 of what
+# the CPU allows there, 16 0.83-0.87, all far above the 8x goal), and each upload in flight holds its file (up to
+# SINGLE_PUT_BYTES) in memory: 16 x 64 MiB at worst.
 UPLOAD_CONCURRENCY = 16
 # A file larger than the single-put limit (the SDK's default, passed explicitly) goes in 4 MiB blocks,
 # this many at once; each block in flight is held in memory, so a large upload holds about 8 x 4 MiB
@@ -131,8 +134,8 @@ def async_blob_transport(*, https: bool = True) -> AioHttpTransport:
     from azure.core.pipeline.transport import AioHttpTransport
 
     ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    # Reading a bundle costs about 20 ms of CPU: not for Azurite over HTTP.
-    tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_bundle) if ca_bundle and https else True
+    # No context (nor bundle read) for Azurite over HTTP.
+    tls: ssl.SSLContext | bool = _ssl_context(ca_bundle) if ca_bundle and https else True
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=tls, limit=CONNECTION_POOL_SIZE),
         trust_env=bool(urllib.request.getproxies()),
@@ -147,6 +150,14 @@ def async_blob_transport(*, https: bool = True) -> AioHttpTransport:
         read_timeout=READ_TIMEOUT_SECONDS,
         connection_data_block_size=DATA_BLOCK_BYTES,
     )
+
+
+@functools.cache
+def _ssl_context(ca_bundle: str) -> ssl.SSLContext:
+    """One context per bundle for the process: reading a bundle costs 20-30 ms of CPU (0.05 ms per upload of a
+    500-file batch), and each `upload_files` call makes a transport of its own (bound to its event loop); a
+    context is bound to no loop, so they all share it."""
+    return ssl.create_default_context(cafile=ca_bundle)
 
 
 def connect(settings: RunnerSettings) -> StorageClients:

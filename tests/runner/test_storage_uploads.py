@@ -8,12 +8,14 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import certifi
 import pytest
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.storage.blob import BlobServiceClient
@@ -92,6 +94,29 @@ def hooked_storage(
         ),
     )
     return RunStorage(clients, OutputPrefix.parse(f"az://{container}/run-1/"))
+
+
+def test_the_ca_bundle_is_read_once_for_all_the_upload_transports(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each upload_files call makes a transport in its own event loop; the bundle's SSL context is built once.
+    bundle = certifi.where()
+    read: list[str | None] = []
+    create_default_context = ssl.create_default_context
+
+    def counted(*args: Any, cafile: str | None = None, **kwargs: Any) -> ssl.SSLContext:
+        read.append(cafile)
+        return create_default_context(*args, cafile=cafile, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", bundle)
+    storage_module._ssl_context.cache_clear()
+
+    async def make_transport() -> None:
+        async with async_blob_transport():
+            pass
+
+    for _ in range(3):
+        asyncio.run(make_transport())
+    assert read == [bundle]
 
 
 def test_the_uploads_are_under_way_together_never_more_than_the_concurrency(
