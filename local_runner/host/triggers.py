@@ -98,6 +98,7 @@ NEW_NAMES_PER_LOOKUP = 16
 # default of 5000 that moment grows with the container, and the process keeps the highest it ever reached.
 LISTING_PAGE_SIZE = 200
 _DUE_NOW = datetime.min.replace(tzinfo=UTC)
+_SETTING_REFERENCE = re.compile(r"%([^%]+)%")
 
 
 def idle_scan_delay(names: int) -> float:
@@ -106,7 +107,6 @@ def idle_scan_delay(names: int) -> float:
     `SCANNED_BLOBS_PER_SECOND`."""
     budget = min(names / IDLE_SCANNED_BLOBS_PER_SECOND, FULL_SCAN_INTERVAL.total_seconds())
     return max(budget, names / SCANNED_BLOBS_PER_SECOND)
-_SETTING_REFERENCE = re.compile(r"%([^%]+)%")
 
 
 def function_id(function_name: str) -> str:

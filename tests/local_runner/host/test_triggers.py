@@ -308,8 +308,7 @@ def test_an_idle_scan_of_many_blobs_waits_longer_than_its_interval_so_it_lists_a
     assert min(clock.asked[-2:]) >= count / IDLE_SCANNED_BLOBS_PER_SECOND > 0.1
 
 
-def test_an_idle_scan_comes_at_least_as_often_as_the_functions_hosts_unless_that_would_list_more_than_its_ceiling(
-) -> None:
+def test_an_idle_scan_comes_at_least_as_often_as_the_functions_hosts_within_its_listing_ceiling() -> None:
     every_ten_seconds = FULL_SCAN_INTERVAL.total_seconds()
     at_the_budget = IDLE_SCANNED_BLOBS_PER_SECOND * 2
 
