@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from orchestrations import runtime
@@ -44,14 +45,14 @@ async def _acquire_slot(request: SlotRequest, client: Any) -> dict:
     if record.status is RunStatus.QUEUED and record.cancellation is not None:
         await _release(slots, request, client)
         return SlotAnswer(granted=False, cancelled=record.cancellation).to_payload()
-    # Held already (the look after a SlotGranted, or a retried call): nothing to join or hand out.
-    if await asyncio.to_thread(slots.holding, request.run_id) is not None:
-        return SlotAnswer(granted=True).to_payload()
-    await asyncio.to_thread(slots.join_line, request.run_id, request.requested_at)
-    grants = await _grant(slots, client, poll=request.poll, asker=request.run_id)
-    if any(grant.run_id == request.run_id for grant in grants):
-        return SlotAnswer(granted=True).to_payload()
-    if await asyncio.to_thread(slots.holding, request.run_id) is not None:  # another host's grant, meanwhile
+    # Joins the line unless it is there (a look again, a retried call), and hands out what is free; a run that
+    # holds its slot already (the look after a SlotGranted, a retried call) is answered so and given no other.
+    look = await asyncio.to_thread(
+        slots.look, request.run_id, request.requested_at, runtime.settings().max_concurrent_runs,
+        _alive_on(asyncio.get_running_loop(), client), poll=request.poll,
+    )
+    await _tell(look.grants, client, asker=request.run_id)
+    if look.holds:
         return SlotAnswer(granted=True).to_payload()
     position = await asyncio.to_thread(slots.position, request.run_id)
     return SlotAnswer(granted=False, position=position).to_payload()
@@ -88,21 +89,26 @@ def _wait_for_job_end(run_id: str, ref: ExecutionRef) -> None:
 
 
 async def _release(slots: RunSlots, request: SlotRequest, client: Any) -> bool:
-    released = await asyncio.to_thread(slots.release, request.run_id, request.requested_at)
-    await _grant(slots, client, poll=False)
-    return released
+    """Give back the run's slot, handing it on to the next in line, and tell each run given one."""
+    release = await asyncio.to_thread(
+        slots.release, request.run_id, request.requested_at, runtime.settings().max_concurrent_runs
+    )
+    await _tell(release.grants, client)
+    return release.released
 
 
-async def _grant(slots: RunSlots, client: Any, *, poll: bool, asker: str | None = None) -> list[Grant]:
-    """Hand out the free slots and tell each run given one, except `asker`, which learns it from the answer."""
-    loop = asyncio.get_running_loop()
+def _alive_on(loop: asyncio.AbstractEventLoop, client: Any) -> Callable[[list[str]], set[str]]:
+    """Which of the given runs' orchestrations still run, asked of the durable client from a grant's worker
+    thread: the client's calls run on the activity's loop."""
 
     def alive(run_ids: list[str]) -> set[str]:
-        # Called from the grant's worker thread: the client's calls run on this activity's loop.
         return asyncio.run_coroutine_threadsafe(_alive(client, run_ids), loop).result()
 
-    cap = runtime.settings().max_concurrent_runs
-    grants = await asyncio.to_thread(slots.grant, cap, alive, poll=poll)
+    return alive
+
+
+async def _tell(grants: list[Grant], client: Any, *, asker: str | None = None) -> None:
+    """Tell each run given a slot, except `asker`, which learns it from the answer."""
     for grant in grants:
         if grant.run_id == asker:
             continue
@@ -111,7 +117,6 @@ async def _grant(slots: RunSlots, client: Any, *, poll: bool, asker: str | None 
         except Exception as exc:  # its next poll finds the slot; a dead one's slot is taken back later
             logger.warning("Run %s was given slot %s but could not be told: %s", grant.run_id, grant.slot, exc,
                            extra={"run_id": grant.run_id})
-    return grants
 
 
 async def _alive(client: Any, run_ids: list[str]) -> set[str]:
