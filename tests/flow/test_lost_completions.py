@@ -43,6 +43,7 @@ from orchestrations.contracts import (
     TaskType,
     result_proof,
 )
+from orchestrations.results import MAX_RESULT_DOCUMENT_BYTES
 from tests.conftest import PROJECT_ROOT, TEST_CALLBACK_TOKEN_KEY
 from tests.flow.conftest import (
     FlowEnv,
@@ -305,6 +306,22 @@ def test_a_document_proved_with_the_runs_token_is_the_runs_outcome(
     assert record.status is RunStatus.SUCCEEDED, record.error
     assert record.outputs == [f"az://{flow_env.env['RUNS_CONTAINER']}/{run_id}/outputs/a.csv"]
     assert record.error is None
+
+
+def test_a_proved_document_larger_than_any_result_document_does_not_count_and_its_size_is_named(
+    flow_env: FlowEnv, silent_job_host: tuple[LocalHost, ManualClock]
+) -> None:
+    host, clock = silent_job_host
+    run_id = flow_env.upload("parse_portfolio/padded.csv", PORTFOLIO)
+    # Valid JSON, proved with the run's token: only its size is wrong.
+    body = result_document(run_id, flow_env.env["RUNS_CONTAINER"]) + b" " * MAX_RESULT_DOCUMENT_BYTES
+    plant_result_document(flow_env, run_id, body, proved(run_id, body))
+
+    record = drive(host, clock, flow_env, run_id, seconds_per_step=0.5)
+
+    assert record.status is RunStatus.FAILED and record.outputs == []
+    assert record.error is not None
+    assert f"result.json is {len(body)} bytes, larger than any result document" in record.error.message
 
 
 @pytest.mark.parametrize("output", ["az://{runs}/run-someone-else/outputs/a.csv", "az://uploads/x.csv",
