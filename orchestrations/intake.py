@@ -304,8 +304,10 @@ async def _start_run(request: RunRequest, client: Any, *, run_store: RunStore) -
     uri = _printable(request.source.uri)
     if request.traceparent is None:  # the run's trace hangs off the span that started it (intake, rerun)
         request = request.model_copy(update={"traceparent": telemetry.current_traceparent()})
-    await asyncio.to_thread(run_store.create_if_absent, _queued_record(request))
-    existing = await client.get_status(request.run_id)
+    _, created = await asyncio.to_thread(run_store.create_if_absent, _queued_record(request))
+    # The record comes first, so a run whose record this call created has no orchestration yet: only a run taken
+    # in before (a delivery again, a start cut short) is looked up, lest a finished one be started anew.
+    existing = not created and await client.get_status(request.run_id)
     if existing:  # DurableOrchestrationStatus is falsy for an unknown instance
         logger.info("Upload %s already has run %s; not starting it again", uri, request.run_id)
         return False
