@@ -80,6 +80,8 @@ class LocalHost:
             run_activity=self._run_activity,
             clock=self.clock,
             task_hub=self.settings.hub_name,
+            activity_workers=self.settings.max_concurrent_activity_functions,
+            orchestrator_workers=self.settings.max_concurrent_orchestrator_functions,
         )
         self.http = HttpServer(
             self.functions, self.invoker, port=http_port, route_prefix=self.settings.http_route_prefix,

@@ -82,6 +82,12 @@ class QueueSettings:
         return DEFAULT_MAX_POLLING_INTERVAL
 
 
+# extensions.durableTask.maxConcurrentOrchestratorFunctions and maxConcurrentActivityFunctions when host.json sets
+# neither, outside the Consumption plan: 10 per processor (AzureStorageDurabilityProviderFactory.cs L57-58 and
+# L85-86, azure-functions-durable-extension @a7c6d69).
+DEFAULT_DURABLE_CONCURRENCY = 10 * (os.cpu_count() or 1)
+
+
 @dataclass(frozen=True)
 class HostSettings:
     """The parts of host.json the in-process host honours; the rest is the real host's business."""
@@ -89,6 +95,9 @@ class HostSettings:
     queues: QueueSettings = field(default_factory=QueueSettings)
     hub_name: str = "TestHubName"
     http_route_prefix: str = "api"
+    # Episodes (orchestrator work items) and activities the durable engine runs at once.
+    max_concurrent_orchestrator_functions: int = DEFAULT_DURABLE_CONCURRENCY
+    max_concurrent_activity_functions: int = DEFAULT_DURABLE_CONCURRENCY
 
 
 @dataclass(frozen=True)
@@ -172,6 +181,13 @@ def _host_settings(root: dict[str, Any], path: Path, environ: Mapping[str, str])
     return HostSettings(
         queues=queue_settings,
         hub_name=_hub_name(durable, path, environ),
+        # Positive integers, as DurableTaskOptions.Validate demands (DurableTaskOptions.cs L333-341).
+        max_concurrent_orchestrator_functions=_positive_int(
+            durable, "maxConcurrentOrchestratorFunctions", DEFAULT_DURABLE_CONCURRENCY, path, "extensions.durableTask"
+        ),
+        max_concurrent_activity_functions=_positive_int(
+            durable, "maxConcurrentActivityFunctions", DEFAULT_DURABLE_CONCURRENCY, path, "extensions.durableTask"
+        ),
         http_route_prefix=_string(http, "routePrefix", "api", path, "extensions.http").strip("/"),
     )
 

@@ -19,7 +19,11 @@ the episode they wake, which runs next, as DTFx's Azure Storage provider writes 
 TimerFired message into the history only when it commits the episode that took the message in
 (AzureStorageOrchestrationService.CompleteTaskOrchestrationWorkItemAsync, DurableTask.AzureStorage);
 one lost with its engine before that episode comes again (the activity runs again, the timer fires
-again). Episodes of one instance never overlap (one lock per instance); activities run on a thread pool.
+again). Episodes of one instance never overlap (one lock per instance); episodes of different instances run
+at once on a pool of `orchestrator_workers` threads, as DTFx runs up to MaxConcurrentTaskOrchestrationWorkItems
+orchestration work items at once (WorkItemDispatcher.DispatchAsync, DurableTask.Core; the extension sets it
+from host.json's maxConcurrentOrchestratorFunctions, AzureStorageDurabilityProviderFactory.cs L200), and
+activities on a pool of `activity_workers` (maxConcurrentActivityFunctions, L201).
 """
 
 from __future__ import annotations
@@ -56,8 +60,10 @@ logger = logging.getLogger(__name__)
 
 # (activity name, input JSON) -> result JSON; raises when the activity fails.
 ActivityRunner = Callable[[str, str | None], str]
-# host.json extensions.durableTask.maxConcurrentActivityFunctions in this app.
+# host.json extensions.durableTask.maxConcurrentActivityFunctions and maxConcurrentOrchestratorFunctions in
+# this app (the host passes what host.json says).
 DEFAULT_ACTIVITY_WORKERS = 8
+DEFAULT_ORCHESTRATOR_WORKERS = 8
 # The scheduler looks again at least this often (clock seconds), even when nothing woke it.
 IDLE_RECHECK_SECONDS = 1.0
 _ACTIVE = {RuntimeStatus.PENDING, RuntimeStatus.RUNNING, RuntimeStatus.CONTINUED_AS_NEW}
@@ -74,6 +80,7 @@ class OrchestrationEngine:
         clock: Clock,
         task_hub: str,
         activity_workers: int = DEFAULT_ACTIVITY_WORKERS,
+        orchestrator_workers: int = DEFAULT_ORCHESTRATOR_WORKERS,
     ) -> None:
         self._store = store
         self._orchestrators = dict(orchestrators)
@@ -81,11 +88,14 @@ class OrchestrationEngine:
         self._clock = clock
         self.task_hub = task_hub
         self._executor = ThreadPoolExecutor(activity_workers, thread_name_prefix="durable-activity")
+        self._episodes = ThreadPoolExecutor(orchestrator_workers, thread_name_prefix="durable-orchestrator")
         self._states: dict[str, InstanceState] = {}
         # One lock per instance, alive while someone holds or waits for it (so finished runs leave none behind).
         self._locks: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
         self._guard = threading.Lock()
         self._running: set[tuple[str, str, int]] = set()
+        # Instances with an episode on the episode pool: the scheduler leaves them alone until it is over.
+        self._replaying: set[str] = set()
         # Instances whose write failed: dropped from memory, taken up again from the store.
         self._evicted: set[str] = set()
         # Instances changed since the scheduler last looked at them (a round looks at these only), the
@@ -126,6 +136,7 @@ class OrchestrationEngine:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self._episodes.shutdown(wait=True, cancel_futures=True)  # an episode under way still writes its state
         self._executor.shutdown(wait=wait_for_activities, cancel_futures=True)
 
     def __enter__(self) -> OrchestrationEngine:
@@ -295,16 +306,65 @@ class OrchestrationEngine:
             self._clock.wait(self._wake, self._seconds_to_next_timer())
 
     def _pump(self) -> bool:
-        """One round: fire due timers, start unanswered activities, run one episode per instance."""
+        """One round: fire due timers, start unanswered activities, start one episode per instance that needs one.
+
+        An instance whose episode is still under way is looked at again once that episode is over."""
         self._ensure_loaded()
         did = self._reload_evicted()
         now = self._clock.now()
         for instance_id in self._to_visit(now):
+            if self._is_replaying(instance_id):
+                continue
             did |= self._fire_timers(instance_id, now)
             did |= self._redispatch(instance_id)
-            did |= self._run_episode(instance_id)
-            self._note_next_timer(instance_id)
+            if self._start_episode(instance_id):
+                did = True
+            else:
+                self._note_next_timer(instance_id)
         return did
+
+    def _is_replaying(self, instance_id: str) -> bool:
+        with self._guard:
+            if instance_id in self._replaying:
+                self._dirty.add(instance_id)
+                return True
+            return False
+
+    def _start_episode(self, instance_id: str) -> bool:
+        """Hand the instance's next episode to the episode pool, if it needs one."""
+        with self._lock(instance_id):
+            state = self._states.get(instance_id)
+            if state is None or not state.needs_episode:
+                return False
+        with self._guard:
+            if instance_id in self._replaying or self._stopped:
+                return False
+            self._replaying.add(instance_id)
+        with self._changed:
+            self._busy += 1
+        try:
+            self._episodes.submit(self._episode, instance_id)
+        except RuntimeError:  # stop() shut the pool down meanwhile; the next engine runs it
+            self._episode_over(instance_id)
+            return False
+        return True
+
+    def _episode(self, instance_id: str) -> None:
+        try:
+            self._run_episode(instance_id)
+            self._note_next_timer(instance_id)
+        except Exception:
+            logger.exception("The durable scheduler failed an episode of %s; it carries on", instance_id,
+                             extra={"instance_id": instance_id})
+        finally:
+            self._episode_over(instance_id)
+
+    def _episode_over(self, instance_id: str) -> None:
+        with self._guard:
+            self._replaying.discard(instance_id)
+        with self._changed:
+            self._busy -= 1
+        self._notify(instance_id)  # looked at once more: another event, a new generation's first episode
 
     def _to_visit(self, now: datetime) -> list[str]:
         """The instances this round looks at: those changed since the last round; every unfinished one when a
@@ -353,19 +413,17 @@ class OrchestrationEngine:
             execution_id, calls = state.execution_id, list(state.activities.values())
         return self._dispatch(instance_id, execution_id, calls)
 
-    def _run_episode(self, instance_id: str) -> bool:
-        with self._busy_section(), self._lock(instance_id):
+    def _run_episode(self, instance_id: str) -> None:
+        with self._lock(instance_id):
             state = self._states.get(instance_id)
             if state is None or not state.needs_episode:
-                return False
+                return
             state, result = self._replay(state, self._clock.now())
             if not self._save_or_forget(state):
-                return True
+                return
             execution_id, status = state.execution_id, state.status
         self._report(instance_id, status, result)
         self._dispatch(instance_id, execution_id, result.dispatch)
-        self._notify(instance_id)  # looked at once more: a new generation, say, needs its first episode
-        return True
 
     def _replay(
         self, state: InstanceState, now: datetime
@@ -589,14 +647,3 @@ class OrchestrationEngine:
             self._version += 1
             self._changed.notify_all()
         self._wake.set()
-
-    @contextmanager
-    def _busy_section(self) -> Iterator[None]:
-        with self._changed:
-            self._busy += 1
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._busy -= 1
-                self._changed.notify_all()

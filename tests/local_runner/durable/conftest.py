@@ -62,6 +62,7 @@ def make_engine(
     def make(
         orchestrators: Mapping[str, Callable[[df.DurableOrchestrationContext], Any]],
         activities: Activities | None = None,
+        **options: Any,
     ) -> OrchestrationEngine:
         engine = OrchestrationEngine(
             store,
@@ -69,6 +70,7 @@ def make_engine(
             run_activity=activities or Activities({}),
             clock=clock,
             task_hub=task_hub,
+            **options,
         )
         engines.append(engine)
         return engine

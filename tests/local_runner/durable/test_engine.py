@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 from typing import Any, TypeAlias
 
@@ -759,3 +760,34 @@ def test_a_cancelled_long_timer_keeps_the_instance_running_until_its_current_chu
     engine.run_until_idle()
 
     assert outcome(engine, instance_id) == ("Completed", "approved")
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_episodes_of_different_instances_run_at_once_up_to_the_orchestrator_workers(
+    make_engine: EngineFactory, workers: int
+):
+    """As DTFx runs up to maxConcurrentOrchestratorFunctions work items at once: each episode here waits
+    for as many others as there are workers, so every one completes only if that many run together."""
+    together = threading.Barrier(workers, timeout=10)
+    lock = threading.Lock()
+    running, peak = 0, 0
+
+    def meet(context: Context) -> Any:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            together.wait()
+        finally:
+            with lock:
+                running -= 1
+        return "met"
+        yield  # an orchestrator is a generator
+
+    engine = make_engine({"meet": meet}, orchestrator_workers=workers)
+    instances = [engine.start_new("meet", f"meet-{number}") for number in range(2 * workers)]
+    engine.run_until_idle()
+
+    assert [outcome(engine, instance_id) for instance_id in instances] == [("Completed", "met")] * (2 * workers)
+    assert peak == workers

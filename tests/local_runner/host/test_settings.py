@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ def test_a_minimal_host_json_gives_the_hosts_defaults(tmp_path: Path) -> None:
     assert settings.queues.visibility_timeout == timedelta(0)
     assert settings.queues.message_encoding == "base64"
     assert settings.hub_name == "TestHubName"
+    # The extension's defaults outside the Consumption plan: 10 per processor.
+    assert settings.max_concurrent_orchestrator_functions == 10 * (os.cpu_count() or 1)
+    assert settings.max_concurrent_activity_functions == 10 * (os.cpu_count() or 1)
     assert settings.http_route_prefix == "api"
 
 
@@ -81,7 +85,9 @@ def test_host_json_queue_durable_and_http_settings_are_read(tmp_path: Path) -> N
                     "batchSize": 8,
                 },
                 "blobs": {"maxDegreeOfParallelism": 4},
-                "durableTask": {"hubName": "PactaHub"},
+                "durableTask": {
+                    "hubName": "PactaHub", "maxConcurrentOrchestratorFunctions": 3, "maxConcurrentActivityFunctions": 5,
+                },
                 "http": {"routePrefix": "/v1/"},
             },
         },
@@ -94,6 +100,7 @@ def test_host_json_queue_durable_and_http_settings_are_read(tmp_path: Path) -> N
     assert settings.queues.message_encoding == "none"
     assert settings.queues.batch_size == 8
     assert settings.hub_name == "PactaHub"
+    assert (settings.max_concurrent_orchestrator_functions, settings.max_concurrent_activity_functions) == (3, 5)
     assert settings.http_route_prefix == "v1"
 
 
@@ -114,6 +121,10 @@ def test_a_hub_name_may_come_from_an_app_setting(tmp_path: Path) -> None:
         ({"queues": {"messageEncoding": "utf8"}}, "extensions.queues.messageEncoding"),
         ({"queues": {"batchSize": 64}}, "extensions.queues.batchSize"),
         ({"durableTask": {"hubName": "no-dashes"}}, "extensions.durableTask.hubName"),
+        ({"durableTask": {"maxConcurrentOrchestratorFunctions": 0}},
+         "extensions.durableTask.maxConcurrentOrchestratorFunctions"),
+        ({"durableTask": {"maxConcurrentActivityFunctions": "8"}},
+         "extensions.durableTask.maxConcurrentActivityFunctions"),
         ({"queues": []}, "extensions.queues"),
     ],
 )
