@@ -46,6 +46,10 @@ and events raised later reach it too, as the client sends them with no execution
 generation never reach the new one: their messages carry the old execution id and are discarded
 (OrchestrationSessionManager.AddMessageToPendingOrchestration L394-490,
 AzureStorageOrchestrationService.LockNextTaskOrchestrationWorkItemAsync L782-835).
+DTFx runs the new generation's first episode in the work item that continued as new, on OrchestratorStarted,
+ExecutionStarted, the carried-over events and an OrchestratorCompleted, and commits both at once
+(TaskOrchestrationDispatcher.OnProcessWorkItemAsync's `do ... while (continuedAsNew)`, L359-575); so does
+`run_episode`, and that episode's actions follow that OrchestratorCompleted, as in Azure.
 """
 
 from __future__ import annotations
@@ -83,6 +87,8 @@ from local_runner.host.durable.state import (
     RuntimeStatus,
 )
 
+# Generations one episode starts at most (see `_start_next_generation`).
+MAX_GENERATIONS_PER_EPISODE = 100
 _ANSWERS = {
     EventType.TASK_COMPLETED: "TaskScheduledId",
     EventType.TASK_FAILED: "TaskScheduledId",
@@ -108,17 +114,32 @@ def new_instance(
     )
 
 
-def run_episode(state: InstanceState, orchestrator: Orchestrator, now: datetime) -> EpisodeResult:
-    """Apply the next batch of inbox events, replay, and record the new effects in `state`."""
+def run_episode(
+    state: InstanceState,
+    orchestrator: Orchestrator,
+    now: datetime,
+    *,
+    carried: list[HistoryEvent] | None = None,
+    generation: int = 1,
+) -> EpisodeResult:
+    """Apply the next batch of inbox events, replay, and record the new effects in `state`.
+
+    An episode that continues as new runs the next generation's first episode at once, on the events it carries
+    over (`carried`), as DTFx does in the work item that continued as new (module docstring)."""
     first_episode = not state.history
-    batch = _take_batch(state)
-    new_events = [h.orchestrator_started(now)]
-    if first_episode:
-        new_events.append(h.execution_started(
-            now, name=state.name, input_json=state.input,
-            instance_id=state.instance_id, execution_id=state.execution_id,
-        ))
+    if carried is None:
+        batch = _take_batch(state)
+        new_events = [h.orchestrator_started(now)]
+        if first_episode:
+            new_events.append(_execution_started(state, now))
+    else:
+        # DTFx starts the next execution as OrchestratorStarted, ExecutionStarted, the carried-over events and
+        # an OrchestratorCompleted, and replays that (TaskOrchestrationDispatcher.OnProcessWorkItemAsync L546-570).
+        batch = carried
+        new_events = [h.orchestrator_started(now), _execution_started(state, now)]
     new_events += [{**event, "IsPlayed": False} for event in batch]
+    if carried is not None:
+        new_events.append(h.orchestrator_completed(now))
     history = [*h.as_played(state.history), *new_events]
 
     reply = invoke(orchestrator, h.orchestration_request(
@@ -178,25 +199,30 @@ def run_episode(state: InstanceState, orchestrator: Orchestrator, now: datetime)
                 options=dict(action.get("retryOptions") or {}), attempts=1, current_seq=seq,
             )
 
-    state.custom_status = reply.custom_status
+    if carried is None or reply.custom_status is not None:
+        # A next generation that sets none keeps the one before's, for this work item (L556-557, L605).
+        state.custom_status = reply.custom_status
     done = error is not None or reply.is_done
     continue_action = reply.continue_as_new if error is None and reply.is_done else None
-    carried: list[HistoryEvent] = []
+    carried_over: list[HistoryEvent] = []
     if continue_action is not None and (
         state.awaiting_open_tasks or (first_episode and _continues_at_start(reply))
     ):
-        carried = [e for e in batch if e["EventType"] == EventType.EVENT_RAISED]
+        carried_over = [e for e in batch if e["EventType"] == EventType.EVENT_RAISED]
     if done and not open_tasks([*history, *scheduling], _cancelled_timers(state, effects)):
         if error is not None:
             return _fail(state, [*history, *scheduling], now, error)
         if continue_action is not None:
-            _continue_as_new(state, [*state.carryover, *carried], continue_action.get("input"), now)
-            return EpisodeResult()
+            return _start_next_generation(
+                state, orchestrator, now, [*state.carryover, *carried_over], continue_action.get("input"), generation
+            )
         _finish(state, [*history, *scheduling], now, RuntimeStatus.COMPLETED, reply.output)
         return EpisodeResult()
-    state.carryover += carried
+    state.carryover += carried_over
     state.awaiting_open_tasks = done
-    state.history = [*history, *scheduling, h.orchestrator_completed(now)]
+    # DTFx closes the episode with an OrchestratorCompleted unless its last event is one already (L521-524).
+    closed = not scheduling and history[-1]["EventType"] == EventType.ORCHESTRATOR_COMPLETED
+    state.history = [*history, *scheduling, *([] if closed else [h.orchestrator_completed(now)])]
     state.status = RuntimeStatus.RUNNING
     state.last_updated_time = now
     return EpisodeResult(dispatch=dispatch)
@@ -488,13 +514,36 @@ def _finish(
     state.last_updated_time = now
 
 
-def _continue_as_new(
-    state: InstanceState, carried: list[HistoryEvent], input_json: str | None, now: datetime
-) -> None:
+def _start_next_generation(
+    state: InstanceState,
+    orchestrator: Orchestrator,
+    now: datetime,
+    carried: list[HistoryEvent],
+    input_json: str | None,
+    generation: int,
+) -> EpisodeResult:
+    """Continue as new and run the next generation's first episode on the carried-over events, as DTFx does
+    until a generation does not continue as new (`do ... while (continuedAsNew)`, L359-575): one write for all.
+    DTFx would loop for ever on an orchestrator that always continues as new; after
+    MAX_GENERATIONS_PER_EPISODE this writes what it has and the next episode goes on from there."""
+    _continue_as_new(state, input_json, now)
+    if generation >= MAX_GENERATIONS_PER_EPISODE:
+        state.inbox[:0] = [{**event, "IsPlayed": False} for event in carried]
+        return EpisodeResult()
+    return run_episode(state, orchestrator, now, carried=carried, generation=generation + 1)
+
+
+def _execution_started(state: InstanceState, now: datetime) -> HistoryEvent:
+    return h.execution_started(
+        now, name=state.name, input_json=state.input, instance_id=state.instance_id, execution_id=state.execution_id,
+    )
+
+
+def _continue_as_new(state: InstanceState, input_json: str | None, now: datetime) -> None:
     """Start the next generation under the same id with a fresh history (module docstring).
 
-    Its inbox: the events carried over, then the external events still queued, which were raised
-    after the continue-as-new; the old generation's activity results and timers are dropped.
+    Its inbox: the external events still queued, which were raised after the continue-as-new; the old
+    generation's activity results and timers are dropped.
     """
     later = [e for e in state.inbox if e["EventType"] == EventType.EVENT_RAISED]
     state.execution_id = uuid.uuid4().hex
@@ -508,6 +557,6 @@ def _continue_as_new(
     state.timers.clear()
     state.awaiting_open_tasks = False
     state.carryover = []
-    state.inbox = [{**e, "IsPlayed": False} for e in [*carried, *later]]
+    state.inbox = [{**e, "IsPlayed": False} for e in later]
     state.status = RuntimeStatus.CONTINUED_AS_NEW
     state.last_updated_time = now

@@ -16,6 +16,7 @@ from local_runner.host.durable.episode import (
     record_activity_result,
     run_episode,
 )
+from local_runner.host.durable.history import EventType
 from tests.local_runner.durable.conftest import summarize
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -49,15 +50,14 @@ def test_an_event_queued_behind_the_one_that_continues_as_new_reaches_the_next_g
 
     record_activity_result(state, state.execution_id, 0, NOW, result_json="null")
     raise_event(state, "Done", json.dumps("finished"), NOW)
-    run_episode(state, orchestrator, NOW)
+    second = run_episode(state, orchestrator, NOW)  # continues as new, and generation 2 starts at once
 
-    assert (state.status, state.input) == (RuntimeStatus.CONTINUED_AS_NEW, "2")
+    assert (state.status, state.input) == (RuntimeStatus.RUNNING, "2")
+    assert [call.name for call in second.dispatch] == ["check"]
     assert summarize(state.inbox) == ["EventRaised:Done"]
 
-    second = run_episode(state, orchestrator, NOW)
-
+    run_episode(state, orchestrator, NOW)  # "Done" wins; the check is still open
     assert state.status == RuntimeStatus.RUNNING
-    assert [call.name for call in second.dispatch] == ["check"]
     record_activity_result(state, state.execution_id, 0, NOW, result_json="null")
     run_episode(state, orchestrator, NOW)
     assert (state.status, state.output) == (
@@ -130,8 +130,8 @@ def test_a_generation_done_with_an_activity_still_running_continues_as_new_once_
     record_activity_result(state, state.execution_id, 0, NOW + MINUTE, result_json="null")
     run_episode(state, orchestrator, NOW + MINUTE)
 
-    assert (state.status, state.input) == (RuntimeStatus.CONTINUED_AS_NEW, "2")
-    assert summarize(state.inbox) == ["EventRaised:Go"]
+    assert (state.status, state.input, state.inbox) == (RuntimeStatus.RUNNING, "2", [])
+    assert summarize(state.history) == ["ExecutionStarted", "EventRaised:Go", "TaskScheduled#0", "TimerCreated#1"]
 
 
 def handover(context: df.DurableOrchestrationContext) -> Any:
@@ -163,16 +163,36 @@ def test_the_old_generations_activity_result_never_reaches_the_next_generation()
     run_episode(state, orchestrator, NOW)  # "Next" wins; the check is still open
     assert state.status == RuntimeStatus.RUNNING
     assert state.awaiting_open_tasks
-    run_episode(state, orchestrator, NOW)  # "Noise", then the check's answer
+    first_execution = state.execution_id
+    second = run_episode(state, orchestrator, NOW)  # "Noise", then the check's answer: generation 2 starts
 
-    assert (state.status, summarize(state.inbox)) == (
-        RuntimeStatus.CONTINUED_AS_NEW, ["EventRaised:Noise"],
-    )
-    second = run_episode(state, orchestrator, NOW)
-
-    assert state.status == RuntimeStatus.RUNNING
+    assert (state.status, state.input, state.inbox) == (RuntimeStatus.RUNNING, "2", [])
+    assert state.execution_id != first_execution
     assert [(call.seq, call.input) for call in second.dispatch] == [(0, "2")]
     assert summarize(state.history) == ["ExecutionStarted", "EventRaised:Noise", "TaskScheduled#0"]
+
+
+def test_a_generation_that_continues_as_new_starts_the_next_in_the_same_episode_as_dtfx_does():
+    """DTFx replays the next execution in the work item that continued as new, on OrchestratorStarted,
+    ExecutionStarted, the carried-over events and an OrchestratorCompleted, then adds that replay's actions and
+    another OrchestratorCompleted (DurableTask.Core 2.17.1 TaskOrchestrationDispatcher.OnProcessWorkItemAsync
+    L359-575, `do ... while (continuedAsNew)`); it commits the lot at once, so nothing is stored between the
+    two generations."""
+    orchestrator = df.Orchestrator.create(handover)
+    state = new_instance("handover", "h-2", "1", NOW)
+    run_episode(state, orchestrator, NOW)
+    raise_event(state, "Next", "null", NOW)
+    raise_event(state, "Carried", "null", NOW)
+    record_activity_result(state, state.execution_id, 0, NOW, result_json=json.dumps("gen 1"))
+    run_episode(state, orchestrator, NOW)  # "Next" wins; the check is still open
+
+    run_episode(state, orchestrator, NOW)  # "Carried", then the check's answer: continued as new
+
+    assert [EventType(event["EventType"]).name for event in state.history] == [
+        "ORCHESTRATOR_STARTED", "EXECUTION_STARTED", "EVENT_RAISED", "ORCHESTRATOR_COMPLETED",
+        "TASK_SCHEDULED", "ORCHESTRATOR_COMPLETED",
+    ]
+    assert (state.status, state.input) == (RuntimeStatus.RUNNING, "2")
 
 
 def closer(context: df.DurableOrchestrationContext) -> Any:
@@ -202,14 +222,12 @@ def test_a_cancelled_timer_of_the_old_generation_never_fires_in_the_next_one():
     raise_event(state, "Noise", "null", NOW)
     fire_due_timers(state, NOW + MINUTE)
 
-    run_episode(state, orchestrator, NOW + MINUTE)
+    run_episode(state, orchestrator, NOW + MINUTE)  # "Next" wins: continued as new, generation 2 started
 
-    assert (state.status, summarize(state.inbox)) == (
-        RuntimeStatus.CONTINUED_AS_NEW, ["EventRaised:Noise"],
-    )
-    run_episode(state, orchestrator, NOW + MINUTE)
-    assert state.status == RuntimeStatus.RUNNING
-    assert summarize(state.history) == ["ExecutionStarted", "EventRaised:Noise", "TimerCreated#0"]
+    assert (state.status, state.input, summarize(state.inbox)) == (RuntimeStatus.RUNNING, "2", ["EventRaised:Noise"])
+    run_episode(state, orchestrator, NOW + MINUTE)  # "Noise", raised behind "Next", reaches generation 2
+    assert summarize(state.history) == ["ExecutionStarted", "TimerCreated#0", "EventRaised:Noise"]
+    assert state.timers.keys() == {0}  # generation 2's deadline, not generation 1's fired one
 
 
 def test_an_orchestrator_that_raises_with_an_activity_still_open_fails_once_it_answers():
