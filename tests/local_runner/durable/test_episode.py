@@ -260,3 +260,20 @@ def test_a_timer_more_than_six_days_ahead_fails_the_instance_instead_of_splittin
 
     assert state.status == RuntimeStatus.FAILED
     assert result.error is not None and result.error.startswith("Timer #0 fires at 2026-01-08")
+
+
+def test_an_orchestrator_that_always_continues_as_new_is_written_every_hundred_generations():
+    """DTFx would start generation after generation in one work item for ever; the engine stops after
+    MAX_GENERATIONS_PER_EPISODE, so the instance is written and other instances get their turn."""
+    def forever(context: df.DurableOrchestrationContext) -> Any:
+        context.continue_as_new(context.get_input() + 1)
+        return None
+        yield  # an orchestrator is a generator
+
+    orchestrator = df.Orchestrator.create(forever)
+    state = new_instance("forever", "f-1", "1", NOW)
+    run_episode(state, orchestrator, NOW)
+
+    assert (state.status, state.input, state.history) == (RuntimeStatus.CONTINUED_AS_NEW, "101", [])
+    run_episode(state, orchestrator, NOW)
+    assert (state.status, state.input) == (RuntimeStatus.CONTINUED_AS_NEW, "201")
