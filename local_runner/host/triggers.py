@@ -77,8 +77,8 @@ logger = logging.getLogger(__name__)
 HOSTS_CONTAINER = "azure-webjobs-hosts"
 RECEIPTS_DIRECTORY = "blobreceipts"
 BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"
-# The longest a polling blob trigger goes without a full listing (and without reading its receipts again while
-# that listing stays the same): the Functions host's full container scan comes as often
+# The longest a polling blob trigger goes without a full listing, which finds a blob overwritten under a name
+# already seen: the Functions host's full container scan comes as often
 # (ScanBlobScanLogHybridPollingStrategy.cs L23 in azure-webjobs-sdk @f79ea0bf,
 # src/Microsoft.Azure.WebJobs.Extensions.Storage/Blobs/Listeners).
 FULL_SCAN_INTERVAL = timedelta(seconds=10)
@@ -93,6 +93,10 @@ IDLE_SCANNED_BLOBS_PER_SECOND = 300
 # New names a pass looks up one by one (two requests each: the blob's properties, its receipt); more at once
 # and a full listing is cheaper.
 NEW_NAMES_PER_LOOKUP = 16
+# What reading one receipt by its name costs, in receipts listed: a request costs about 1.3 ms of this process's
+# CPU and 1 ms of Azurite's, a receipt in a listing about 0.22 ms and 0.05 ms (measured in bench/burst.py's
+# bursts). Receipts not yet read are read one by one while that is cheaper than listing them all.
+RECEIPT_READ_COST_IN_LISTED = 8
 # Blobs (and receipts) per page of a listing. The SDK parses a whole page at once (the XML text, its element
 # tree, the generated models, then its own objects: several KB per blob, for a moment); with the service's
 # default of 5000 that moment grows with the container, and the process keeps the highest it ever reached.
@@ -361,10 +365,13 @@ class BlobTriggerPoller(TriggerPoller):
     and the receipt of each name it has not seen. A full listing, which also finds a blob overwritten under
     a name already seen, comes every `FULL_SCAN_INTERVAL` (the Functions host's own container scan comes as
     often), whenever more than `NEW_NAMES_PER_LOOKUP` new names appear at once, and on every `poll_once`.
-    A full listing reads the receipts again when what it lists changed, and at least every
-    `FULL_SCAN_INTERVAL`, so a receipt lost meanwhile means one more delivery, as the host delivers at least
-    once; an idle pass costs one listing of names, and passes in a row that find nothing come no closer
-    together than `idle_scan_delay` says.
+    Each blob's receipt is read once, when the blob (its name and etag) is first found, as the Functions host
+    reads the receipt of each blob its scan finds new and no other (BlobTriggerExecutor.cs L71-82,
+    ScanBlobScanLogHybridPollingStrategy.cs L262-272): one by one, or in one listing of every receipt when that
+    is cheaper (`RECEIPT_READ_COST_IN_LISTED`) and on every `poll_once`. From then on this poller counts the
+    attempts it makes itself, so a receipt deleted later changes nothing until the host restarts, and what an
+    idle pass costs is one listing of names; passes in a row that find nothing come no closer together than
+    `idle_scan_delay` says.
     """
 
     def __init__(
@@ -407,9 +414,8 @@ class BlobTriggerPoller(TriggerPoller):
         self._attempts_lock = threading.Lock()
         # Blobs of the current pass's listing not yet started: the host's blob trigger queue.
         self._pending: deque[FoundBlob] = deque()
-        # What the last receipts read saw listed, and when receipts are read again even if nothing changed.
-        self._listed: frozenset[tuple[str, str]] | None = None
-        self._receipts_due = _DUE_NOW
+        # The blobs whose receipt has been read (None: read them all at the next full listing).
+        self._receipts_read: set[tuple[str, str]] | None = None
         # The blobs found so far by name (a full listing's, or looked up), and when the next full listing is due.
         self._known: dict[str, FoundBlob] = {}
         self._full_scan_due = _DUE_NOW
@@ -436,7 +442,7 @@ class BlobTriggerPoller(TriggerPoller):
         return batch
 
     def poll_once(self) -> int:
-        self._listed = None  # an explicit pass lists in full and reads the receipts, whatever changed
+        self._receipts_read = None  # an explicit pass lists in full and reads every receipt
         self._full_scan_due = _DUE_NOW
         return super().poll_once()
 
@@ -456,17 +462,30 @@ class BlobTriggerPoller(TriggerPoller):
         # No metadata: a delivery that needs it reads it with the blob (`_trigger_value`).
         blobs = self._container.list_blobs(name_starts_with=self.path.prefix, results_per_page=LISTING_PAGE_SIZE)
         listing = [FoundBlob(blob.name, blob.etag) for blob in blobs if self.path.matches(blob.name)]
+        self._read_new_receipts({blob.key for blob in listing})
+        # Only once the receipts are read: until then the next pass lists in full again.
         self._known = {blob.name: blob for blob in listing}
         self._full_scan_due = self._clock.now() + FULL_SCAN_INTERVAL
-        listed = frozenset(blob.key for blob in listing)
-        if listed != self._listed or self._clock.now() >= self._receipts_due:
+        return listing
+
+    def _read_new_receipts(self, listed: set[tuple[str, str]]) -> None:
+        """Read the receipts of the listed blobs whose receipt has not been read, and forget the blobs no
+        longer listed (deleted, or overwritten: a new etag is another blob)."""
+        unread = listed if self._receipts_read is None else listed - self._receipts_read
+        one_by_one = len(unread) * RECEIPT_READ_COST_IN_LISTED <= len(listed)
+        if one_by_one and all(_addressable(name) for _, name in unread):
+            for etag, name in unread:
+                self._read_receipt(name, etag)
+        elif unread:
             with self._attempts_lock:
                 self._recent = {}  # from here on, a settled blob is in the receipts read below or in _recent
             receipts = self._read_receipts()
             with self._attempts_lock:
                 self._receipts = receipts
-            self._listed, self._receipts_due = listed, self._clock.now() + FULL_SCAN_INTERVAL
-        return listing
+        self._receipts_read = listed
+        with self._attempts_lock:
+            self._receipts = {key: tries for key, tries in self._receipts.items() if key in listed}
+            self._recent = {key: tries for key, tries in self._recent.items() if key in listed}
 
     def _list_by_name(self) -> list[FoundBlob]:
         """The known blobs still listed, and each new name's properties and receipt, read one by one; a full
@@ -479,8 +498,10 @@ class BlobTriggerPoller(TriggerPoller):
         for name in new:
             with contextlib.suppress(ResourceNotFoundError):  # deleted since: nothing to deliver
                 blob = FoundBlob(name, self._container.get_blob_client(name).get_blob_properties().etag)
-                self._known[name] = blob
                 self._read_receipt(name, blob.key[0])
+                self._known[name] = blob
+                if self._receipts_read is not None:
+                    self._receipts_read.add(blob.key)
         self._known = {name: self._known[name] for name in names if name in self._known}
         return list(self._known.values())
 
