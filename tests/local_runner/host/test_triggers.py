@@ -6,6 +6,7 @@ import base64
 import functools
 import json
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -254,98 +255,98 @@ def next_pass_on(clock: CountingClock, seconds: float) -> None:
     wait_for(lambda: clock.waits > waits, what="the poller's next pass to end")
 
 
+@pytest.fixture
+def polling_thread(
+    azurite: str, index: FunctionIndex, invoker: Invoker, unique_name: str
+) -> Iterator[Callable[[], tuple[BlobTriggerPoller, CountingClock]]]:
+    """Starts a blob poller's own thread, passes 0.5 s apart on a counting manual clock; stopped at the end."""
+    started: list[BlobTriggerPoller] = []
+
+    def start() -> tuple[BlobTriggerPoller, CountingClock]:
+        clock = CountingClock()
+        poller = BlobTriggerPoller(azurite, index.get("on_upload"), invoker, clock, host_id=unique_name, interval=0.5)
+        started.append(poller)
+        poller.start()
+        return poller, clock
+
+    yield start
+    for poller in started:
+        poller.stop()
+
+
+@pytest.fixture
+def upload_for_receipt(
+    azurite: str, uploads: ContainerClient, unique_name: str
+) -> Callable[..., BlobClient]:
+    """Uploads a blob (`upload_blob`'s arguments) and returns the receipt `on_upload` keeps for that version."""
+    hosts = BlobServiceClient.from_connection_string(azurite).get_container_client(HOSTS_CONTAINER)
+
+    def upload(blob_name: str, data: bytes, **options: Any) -> BlobClient:
+        etag = uploads.upload_blob(blob_name, data, **options).get_blob_properties().etag
+        return hosts.get_blob_client(blob_receipt_name(unique_name, "on_upload", etag, unique_name, blob_name))
+
+    return upload
+
+
 def test_between_full_scans_new_names_are_found_with_their_receipts_and_an_overwrite_at_the_next_full_scan(
-    azurite: str,
-    uploads: ContainerClient,
-    index: FunctionIndex,
-    invoker: Invoker,
-    blob_poller_factory: Any,
+    uploads: ContainerClient, upload_for_receipt: Any, polling_thread: Any, blob_poller_factory: Any,
     calls: list[dict[str, Any]],
-    unique_name: str,
 ) -> None:
-    clock = CountingClock()
-    poller = BlobTriggerPoller(azurite, index.get("on_upload"), invoker, clock, host_id=unique_name, interval=0.5)
+    receipt = upload_for_receipt("in/first.csv", b"first")
+    _, clock = polling_thread()
     next_pass_after = functools.partial(next_pass_on, clock)
 
-    etag = uploads.upload_blob("in/first.csv", b"first").get_blob_properties().etag
-    receipt = BlobServiceClient.from_connection_string(azurite).get_container_client(HOSTS_CONTAINER) \
-        .get_blob_client(blob_receipt_name(unique_name, "on_upload", etag, unique_name, "in/first.csv"))
-    poller.start()
-    try:
-        wait_for(lambda: receipt.exists() and clock.waits > 0)  # listed in full, delivered, then idle
-        # Another host (the same host id, so the same receipts) takes one new blob while this one waits.
-        uploads.upload_blob("in/done.csv", b"done")
-        assert blob_poller_factory().poll_once() == 1
-        uploads.upload_blob("in/new.csv", b"new")
-        uploads.upload_blob("in/first.csv", b"first, again", overwrite=True)
+    wait_for(lambda: receipt.exists() and clock.waits > 0)  # listed in full, delivered, then idle
+    # Another host (the same host id, so the same receipts) takes one new blob while this one waits.
+    uploads.upload_blob("in/done.csv", b"done")
+    assert blob_poller_factory().poll_once() == 1
+    uploads.upload_blob("in/new.csv", b"new")
+    uploads.upload_blob("in/first.csv", b"first, again", overwrite=True)
 
-        next_pass_after(0.5)  # a pass by name: both new names looked up, the overwrite not seen yet
-        wait_for(lambda: b"new" in uploads_of(calls))
-        next_pass_after(0.5)
-        next_pass_after(0.5)
-        assert uploads_of(calls) == [b"first", b"done", b"new"]
+    next_pass_after(0.5)  # a pass by name: both new names looked up, the overwrite not seen yet
+    wait_for(lambda: b"new" in uploads_of(calls))
+    next_pass_after(0.5)
+    next_pass_after(0.5)
+    assert uploads_of(calls) == [b"first", b"done", b"new"]
 
-        next_pass_after(FULL_SCAN_INTERVAL.total_seconds())  # the full scan finds the overwritten blob
-        wait_for(lambda: uploads_of(calls) == [b"first", b"done", b"new", b"first, again"])
-    finally:
-        poller.stop()
+    next_pass_after(FULL_SCAN_INTERVAL.total_seconds())  # the full scan finds the overwritten blob
+    wait_for(lambda: uploads_of(calls) == [b"first", b"done", b"new", b"first, again"])
 
 
 def test_a_blob_s_receipt_is_read_when_it_is_found_so_a_receipt_deleted_later_brings_it_back_only_after_a_restart(
-    azurite: str,
-    uploads: ContainerClient,
-    index: FunctionIndex,
-    invoker: Invoker,
-    blob_poller_factory: Any,
-    calls: list[dict[str, Any]],
-    unique_name: str,
+    upload_for_receipt: Any, polling_thread: Any, blob_poller_factory: Any, calls: list[dict[str, Any]]
 ) -> None:
-    etag = uploads.upload_blob("in/a.csv", b"a").get_blob_properties().etag
-    receipt = BlobServiceClient.from_connection_string(azurite).get_container_client(HOSTS_CONTAINER) \
-        .get_blob_client(blob_receipt_name(unique_name, "on_upload", etag, unique_name, "in/a.csv"))
-    clock = CountingClock()
-    poller = BlobTriggerPoller(azurite, index.get("on_upload"), invoker, clock, host_id=unique_name, interval=0.5)
-    poller.start()
-    try:
-        wait_for(lambda: receipt.exists() and clock.waits > 0)
-        receipt.delete_blob()
-        for _ in range(3):  # full listings, as the Functions host's scan: a blob it has seen is not new
-            next_pass_on(clock, FULL_SCAN_INTERVAL.total_seconds())
-        assert uploads_of(calls) == [b"a"]
-    finally:
-        poller.stop()
+    receipt = upload_for_receipt("in/a.csv", b"a")
+    poller, clock = polling_thread()
+
+    wait_for(lambda: receipt.exists() and clock.waits > 0)
+    receipt.delete_blob()
+    for _ in range(3):  # full listings, as the Functions host's scan: a blob it has seen is not new
+        next_pass_on(clock, FULL_SCAN_INTERVAL.total_seconds())
+    assert uploads_of(calls) == [b"a"]
+    poller.stop()
 
     assert blob_poller_factory().poll_once() == 1  # a restarted host reads every receipt
     assert uploads_of(calls) == [b"a", b"a"]
 
 
 def test_a_full_listing_reads_the_receipts_of_the_blobs_it_finds_new_and_honours_another_host_s(
-    azurite: str,
-    uploads: ContainerClient,
-    index: FunctionIndex,
-    invoker: Invoker,
-    blob_poller_factory: Any,
-    calls: list[dict[str, Any]],
-    unique_name: str,
+    uploads: ContainerClient, polling_thread: Any, blob_poller_factory: Any, calls: list[dict[str, Any]]
 ) -> None:
     names = [f"in/{number:02}.csv" for number in range(20)]
     for name in names:
         uploads.upload_blob(name, name.encode())
-    clock = CountingClock()
-    poller = BlobTriggerPoller(azurite, index.get("on_upload"), invoker, clock, host_id=unique_name, interval=0.5)
-    poller.start()
-    try:
-        wait_for(lambda: len(uploads_of(calls)) == 20 and clock.waits > 0)
-        # Overwrites: only a full listing sees the new etags. Another host takes the first before it comes.
-        uploads.upload_blob(names[0], b"00 again", overwrite=True)
-        assert blob_poller_factory().poll_once() == 1
-        uploads.upload_blob(names[1], b"01 again", overwrite=True)
+    _, clock = polling_thread()
 
-        next_pass_on(clock, FULL_SCAN_INTERVAL.total_seconds())
-        wait_for(lambda: len(uploads_of(calls)) == 22)
-        next_pass_on(clock, FULL_SCAN_INTERVAL.total_seconds())
-    finally:
-        poller.stop()
+    wait_for(lambda: len(uploads_of(calls)) == 20 and clock.waits > 0)
+    # Overwrites: only a full listing sees the new etags. Another host takes the first before it comes.
+    uploads.upload_blob(names[0], b"00 again", overwrite=True)
+    assert blob_poller_factory().poll_once() == 1
+    uploads.upload_blob(names[1], b"01 again", overwrite=True)
+
+    next_pass_on(clock, FULL_SCAN_INTERVAL.total_seconds())
+    wait_for(lambda: len(uploads_of(calls)) == 22)
+    next_pass_on(clock, FULL_SCAN_INTERVAL.total_seconds())
 
     assert sorted(uploads_of(calls)) == sorted([name.encode() for name in names] + [b"00 again", b"01 again"])
 
