@@ -94,8 +94,9 @@ IDLE_SCANNED_BLOBS_PER_SECOND = 300
 # and a full listing is cheaper.
 NEW_NAMES_PER_LOOKUP = 16
 # What reading one receipt by its name costs, in receipts listed: a request costs about 1.3 ms of this process's
-# CPU and 1 ms of Azurite's, a receipt in a listing about 0.22 ms and 0.05 ms (measured in bench/burst.py's
-# bursts). Receipts not yet read are read one by one while that is cheaper than listing them all.
+# CPU and 1 ms of Azurite's; a receipt in a listing 0.22 ms of this process's (timed in bench/burst.py's bursts)
+# and about as little of Azurite's as a name does. Receipts not yet read are read one by one while that is
+# cheaper than listing them all.
 RECEIPT_READ_COST_IN_LISTED = 8
 # Blobs (and receipts) per page of a listing. The SDK parses a whole page at once (the XML text, its element
 # tree, the generated models, then its own objects: several KB per blob, for a moment); with the service's
