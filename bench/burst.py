@@ -59,7 +59,7 @@ from azure.data.tables import TableClient  # noqa: E402
 from azure.storage.blob import BlobClient, BlobServiceClient, ContainerClient  # noqa: E402
 
 from local_runner.azurite import AzuriteEndpoints, free_port, start_azurite  # noqa: E402
-from local_runner.host.host import LocalHost  # noqa: E402
+from local_runner.host.host import LocalHost, exempt_start_up_objects_from_gc  # noqa: E402
 from local_runner.host.settings import load_host_settings  # noqa: E402
 from local_runner.process_backend import ProcessJobBackend  # noqa: E402
 from orchestrations import intake, runtime  # noqa: E402
@@ -286,6 +286,7 @@ def main() -> None:
                   f"{queues.effective_new_batch_threshold()}, longest queue poll interval "
                   f"{queues.polling_ceiling().total_seconds():g} s")
             with LocalHost(ROOT, queue_settings=queues):
+                exempt_start_up_objects_from_gc()  # as `local_runner host` (make up) does once it has started
                 latencies = single_latencies(uploads, table, args.singles)
                 overhead = statistics.median(latencies) - bare_wall
                 print(f"  upload -> recorded, one at a time, median of {args.singles}: "

@@ -116,7 +116,7 @@ def down() -> None:
 @cli.command()
 def host(port: PortOption = DEFAULT_PORT) -> None:
     """Run the in-process host in the foreground until interrupted."""
-    from local_runner.host.host import LocalHost
+    from local_runner.host.host import LocalHost, exempt_start_up_objects_from_gc
 
     configure_logging()
     apply_local_settings(load_local_settings(PROJECT_ROOT))
@@ -126,6 +126,7 @@ def host(port: PortOption = DEFAULT_PORT) -> None:
     with LocalHost.from_app_dir(PROJECT_ROOT, http_port=port) as running, collector or contextlib.nullcontext():
         # `make down` sends SIGTERM: stop the pollers and the engine cleanly, as Ctrl+C does.
         signal.signal(signal.SIGTERM, lambda *_: running.stop())
+        exempt_start_up_objects_from_gc()
         console.print(f"Host running: {running.base_url}/api/runs (Ctrl+C to stop)")
         try:
             running.wait()

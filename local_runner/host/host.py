@@ -10,6 +10,7 @@ Azurite (the `AzureWebJobsStorage` connection), so a restarted host resumes its 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import threading
@@ -44,6 +45,19 @@ STORAGE_CONNECTION_SETTING = "AzureWebJobsStorage"
 # and an idle pass lists only names (a container of many uploads is listed less often: `idle_scan_delay`).
 # Azurite has neither the storage logs nor the change feed the Functions host could follow instead.
 DEFAULT_POLL_INTERVAL_SECONDS = 0.1
+
+
+def exempt_start_up_objects_from_gc() -> None:
+    """Collect once, then keep every object alive now (the modules, the indexed functions, the clients) out of
+    the cyclic collector's passes, for a long-running host: its full passes then look only at what came since.
+
+    Over a burst of 100 uploads the host ran four full passes of about 65 ms each over some 110,000 start-up
+    objects; frozen, the four took 30 ms in all. Reference counting still frees those objects; only a cycle
+    among them that becomes garbage stays. Not for a process that starts many hosts (the tests): each start
+    would freeze the garbage of the hosts before it.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class LocalHost:
