@@ -170,6 +170,9 @@ def test_a_queued_run_shows_its_place_and_is_cancelled_without_ever_starting_a_j
     portfolio = (fixtures_dir / "simple.csv").read_bytes()
     with one_slot_held(flow_env, start_host, portfolio) as (host, holding):
         second = flow_env.upload("parse_portfolio/second.csv", portfolio)
+        # The third only once the second is in line: uploads taken in one batch may join in either order, and the
+        # third's own look would then have found itself first (docs/concurrency.md).
+        wait_for(lambda: api_get(host, f"runs/{second}").json().get("queue_position") == 1)
         third = flow_env.upload("parse_portfolio/third.csv", portfolio)
 
         def queued_second_in_line() -> dict | None:
