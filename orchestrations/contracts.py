@@ -26,6 +26,10 @@ SCHEMA_VERSION: Final = 1
 MAX_REQUEST_ENV_BYTES = 128 * 1024
 # A storage queue message is at most 64 KiB; the completion message must fit with room to spare.
 MAX_RUNNER_EVENT_BYTES = 48 * 1024
+# What a storage queue message cannot carry: its text travels in XML 1.0, which has no place for surrogates or
+# U+FFFE and U+FFFF (Azure refuses Put Message with 400 InvalidXmlDocument; Azurite stores it, then fails every
+# Get Messages whose batch holds it with 500). JSON already escapes the control characters.
+NOT_IN_QUEUE_MESSAGES = re.compile(r"[\ud800-\udfff\ufffe\uffff]")
 # The longest durable timer or retry interval a run may ask for. The SDK 1.7 turns a timer of more than
 # 6 days into a LongTimerTask, which it cannot cancel (azure-functions-durable-python#573), so a cancelled
 # one holds the instance until it fires; the extension refuses retry intervals of more than 6 days on
@@ -373,8 +377,9 @@ class RunnerEvent(Contract):
         return self
 
     def to_message(self) -> str:
-        """The queue message text; refuses to build one the queue would reject."""
-        text = self.model_dump_json()
+        """The queue message text; refuses to build one the queue would reject. A character the queue cannot
+        carry (from a file name or a tool's output in the error) is written as its JSON escape: the same JSON."""
+        text = NOT_IN_QUEUE_MESSAGES.sub(lambda found: f"\\u{ord(found.group()):04x}", self.model_dump_json())
         if len(text.encode()) > MAX_RUNNER_EVENT_BYTES:
             raise ValueError(
                 f"runner event for run {self.run_id} is {len(text.encode())} bytes; "

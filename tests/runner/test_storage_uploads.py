@@ -22,7 +22,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.blob.aio import BlobServiceClient as AsyncBlobServiceClient
 from azure.storage.queue import QueueClient
 
-from orchestrations.contracts import RunnerEvent, RunnerEventStatus
+from orchestrations.contracts import RunError, RunnerEvent, RunnerEventStatus
 from runner import storage as storage_module
 from runner.environment import OutputPrefix
 from runner.errors import TerminatedError
@@ -321,6 +321,23 @@ def test_a_missing_events_queue_is_made_and_the_message_sent(azurite: str, uniqu
     messages = QueueClient.from_connection_string(azurite, f"{unique_name}-events").receive_messages()
     assert [RunnerEvent.model_validate_json(message.content).run_id for message in messages] == ["run-0002"]
     assert len(log.creates()) == 1
+
+
+def test_an_error_quoting_characters_a_queue_cannot_carry_reaches_the_app_intact(
+    storage: RunStorage, azurite: str, unique_name: str
+) -> None:
+    """A file name or a tool's output quoted in the error may hold U+FFFE or U+FFFF. Sent raw, Azure refuses the
+    message, and Azurite stores one that fails every receive of its batch with 500 (docs/reliability.md)."""
+    now = datetime.now(UTC)
+    failed = RunnerEvent(
+        run_id="run-0003", token="t" * 32, status=RunnerEventStatus.FAILED, exit_code=1, started_at=now,
+        finished_at=now, error=RunError(code="no_portfolios", message="a\uffffb\ufffe.csv: cannot import \U0001f600"),
+    )
+
+    storage.send_event(failed)
+
+    queue = QueueClient.from_connection_string(azurite, f"{unique_name}-events", retry_total=0)
+    assert [RunnerEvent.model_validate_json(message.content) for message in queue.receive_messages()] == [failed]
 
 
 def watched_block_storage(
