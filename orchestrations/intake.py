@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from orchestrations import telemetry
 from orchestrations.contracts import (
     MAX_REQUEST_ENV_BYTES,
+    NOT_IN_QUEUE_MESSAGES,
     AnalysisRequest,
     RunError,
     RunPolicy,
@@ -332,6 +333,14 @@ def _check_name(name: str) -> RunError | None:
     if any(unicodedata.category(char) == "Cc" for char in name):
         return _error(
             "invalid_name", f"The blob name {_printable(name)!r} contains control characters; rename the file."
+        )
+    # In Azure the run's input, which holds the name, travels in the Durable extension's queue messages, as text
+    # (DTFx's default: AzureStorageOrchestrationServiceSettings.QueueClientMessageEncoding, UTF8).
+    if unsendable := sorted(set(NOT_IN_QUEUE_MESSAGES.findall(name))):
+        return _error(
+            "invalid_name",
+            f"The blob name {name!r} contains {', '.join(f'U+{ord(char):04X}' for char in unsendable)}, which "
+            "Azure Storage queue messages cannot carry; rename the file.",
         )
     segments = name.split("/")
     if ".." in segments:

@@ -81,6 +81,7 @@ def test_same_blob_version_gives_the_same_run_id_and_a_new_version_a_new_one() -
         ("make_coffee/a.csv", "unknown_task_type", "not a task type"),
         ("parse_portfolio/../secrets.csv", "invalid_name", "'..'"),
         ("parse_portfolio/a\x07b.csv", "invalid_name", "control characters"),
+        ("parse_portfolio/a\uffffb.csv", "invalid_name", "U+FFFF, which Azure Storage queue messages cannot carry"),
         ("parse_portfolio/" + "a" * 1100 + ".csv", "invalid_name", "limit is 1024"),
         ("portfolio.csv", "invalid_name", "<task_type>/<file>"),
         ("parse_portfolio/a.xlsx", "wrong_file_type", ".csv"),
