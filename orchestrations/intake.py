@@ -334,8 +334,9 @@ def _check_name(name: str) -> RunError | None:
         return _error(
             "invalid_name", f"The blob name {_printable(name)!r} contains control characters; rename the file."
         )
-    # In Azure the run's input, which holds the name, travels in the Durable extension's queue messages, as text
-    # (DTFx's default: AzureStorageOrchestrationServiceSettings.QueueClientMessageEncoding, UTF8).
+    # U+FFFE and U+FFFF are not characters (Azure's blob naming rules advise against them), and no storage queue
+    # message can carry them: a run's name travels in queue messages (in Azure, the Durable extension's as text:
+    # DTFx's AzureStorageOrchestrationServiceSettings.QueueClientMessageEncoding is UTF8 by default).
     if unsendable := sorted(set(NOT_IN_QUEUE_MESSAGES.findall(name))):
         return _error(
             "invalid_name",
