@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
@@ -210,6 +211,26 @@ def test_a_rejected_runs_page_shows_its_error_and_offers_no_action(
     expect(page.get_by_role("button")).to_have_count(0)
     expect(page.get_by_text("No outputs.")).to_be_visible()
     screenshots(page, "run-rejected")
+
+
+def test_markup_in_an_uploads_name_or_the_pages_key_is_shown_as_text_and_never_runs(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost], page: Page,
+) -> None:
+    # Whoever may write to the uploads container names the blob, and the error quotes that name; the key comes
+    # from the page's own address, which a link can forge. A script of theirs would read the operator's key.
+    host = start_host()
+    markup = '<img src=x onerror="window.injected=1">'
+    run = wait_for_end(flow_env, flow_env.upload(f"parse_portfolio/{markup}.txt", b"isin,market_value,currency\n"))
+    assert run.error is not None and markup in run.error.message
+    forged_key = quote(f'"><script>window.injected=2</script>{markup}')
+
+    for route in (f"ui/runs/{run.run_id}?code={forged_key}", f"ui/runs?code={forged_key}"):
+        open_page(page, host, route)
+
+        assert page.evaluate("() => window.injected") is None
+        assert page.locator("script:not([src]), img").count() == 0
+    open_page(page, host, f"ui/runs/{run.run_id}")
+    expect(page.locator(".error")).to_contain_text(f"{markup}.txt")
 
 
 def test_an_unknown_run_has_a_not_found_page(
