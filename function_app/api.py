@@ -55,7 +55,9 @@ async def get_run_log(req: func.HttpRequest) -> func.HttpResponse:
         return _run_not_found(run_id)
     except queries.LogNotFoundError as exc:
         return error_response(404, exc.code, exc.message)
-    return func.HttpResponse(log, status_code=200, mimetype="text/plain", charset="utf-8")
+    # The log is the job's output, anyone's text: never to be read as a page.
+    return func.HttpResponse(log, status_code=200, mimetype="text/plain", charset="utf-8",
+                             headers={"X-Content-Type-Options": "nosniff"})
 
 
 @bp.route(route="openapi.json", methods=["GET"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -201,7 +202,15 @@ def _result(run_id: str, run_store: Any) -> tuple[str | None, str]:
 
 
 def _page(template: str, links: Links, *, status: int = 200, **context: Any) -> func.HttpResponse:
-    html = _TEMPLATES.get_template(template).render(links=links, **context)
-    # no-store: the page may carry the caller's function key in its links.
-    return func.HttpResponse(html, status_code=status, mimetype="text/html", charset="utf-8",
-                             headers={"Cache-Control": "no-store"})
+    # The page may carry the caller's function key in its links: not cached, and no script runs but the page's own
+    # (its one <style> and <script> carry this answer's nonce), so markup that got past the escaping could not
+    # read the key; nor may another site frame the page's buttons.
+    nonce = secrets.token_urlsafe(18)
+    html = _TEMPLATES.get_template(template).render(links=links, csp_nonce=nonce, **context)
+    policy = (
+        f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    return func.HttpResponse(html, status_code=status, mimetype="text/html", charset="utf-8", headers={
+        "Cache-Control": "no-store", "Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff",
+    })

@@ -7,6 +7,7 @@ for the docs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from urllib.parse import quote
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from local_runner.host.clock import ManualClock
 from local_runner.host.host import LocalHost
@@ -173,6 +175,7 @@ def test_a_succeeded_runs_page_shows_its_phases_outputs_result_and_a_log_link_th
         page.get_by_role("link", name="The whole log").click()
 
     assert log.value.status == 200
+    assert log.value.headers["x-content-type-options"] == "nosniff"  # never sniffed into a page
     assert page.locator("body").inner_text().strip()
 
 
@@ -231,6 +234,11 @@ def test_markup_in_an_uploads_name_or_the_pages_key_is_shown_as_text_and_never_r
         assert page.locator("script:not([src]), img").count() == 0
     open_page(page, host, f"ui/runs/{run.run_id}")
     expect(page.locator(".error")).to_contain_text(f"{markup}.txt")
+    # And were the escaping ever lost, the page's policy runs no script nor style but its own.
+    with contextlib.suppress(PlaywrightError):  # Playwright reports the refused script as an error, or not
+        page.add_script_tag(content="window.injected = 3")
+    assert page.evaluate("() => window.injected") is None
+    assert page.evaluate("() => getComputedStyle(document.body).maxWidth") == "1024px"  # base.html's own style
 
 
 def test_an_unknown_run_has_a_not_found_page(
