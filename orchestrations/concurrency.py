@@ -16,7 +16,14 @@ from collections.abc import Callable
 from typing import Any
 
 from orchestrations import runtime
-from orchestrations.contracts import SLOT_GRANTED_EVENT, ExecutionRef, RunStatus, SlotAnswer, SlotRequest
+from orchestrations.contracts import (
+    POSITION_LOOKAHEAD,
+    SLOT_GRANTED_EVENT,
+    ExecutionRef,
+    RunStatus,
+    SlotAnswer,
+    SlotRequest,
+)
 from orchestrations.log_context import run_scope
 from orchestrations.run_slots import Grant, RunSlots
 
@@ -54,7 +61,7 @@ async def _acquire_slot(request: SlotRequest, client: Any) -> dict:
     await _tell(look.grants, client, asker=request.run_id)
     if look.holds:
         return SlotAnswer(granted=True).to_payload()
-    position = await asyncio.to_thread(slots.position, request.run_id)
+    position = await asyncio.to_thread(slots.position, request.run_id, within=POSITION_LOOKAHEAD)
     return SlotAnswer(granted=False, position=position).to_payload()
 
 

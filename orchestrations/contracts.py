@@ -44,6 +44,11 @@ RUNNER_COMPLETED_EVENT = "RunnerCompleted"
 CANCEL_REQUESTED_EVENT = "CancelRequested"
 # The external event that tells a queued `run_task` it holds a slot under MAX_CONCURRENT_RUNS.
 SLOT_GRANTED_EVENT = "SlotGranted"
+# How far down the line a look counts the run's place (`SlotAnswer.position`; the status API counts them all).
+# Every waiter looks every SLOT_POLL_SECONDS, and counting reads a row per place: counting all the way made the
+# line's reads grow with the square of its length, past Table storage's 2,000 entities/s target for one partition
+# at about 500 waiters (docs/concurrency.md).
+POSITION_LOOKAHEAD: Final = 50
 # Bounds of what a cancel request may say about itself (it is stored in the run record).
 MAX_CANCEL_REASON_CHARS = 500
 MAX_CANCELLED_BY_CHARS = 200
@@ -475,7 +480,9 @@ class SlotAnswer(Contract):
     """Output of `acquire_slot`: the run holds a slot; or its place in line; or it was cancelled meanwhile."""
 
     granted: bool
-    position: int | None = Field(default=None, ge=1, description="1: next to start.")
+    position: int | None = Field(
+        default=None, ge=1, description=f"1: next to start; None when not among the first {POSITION_LOOKAHEAD} in line."
+    )
     cancelled: Cancellation | None = None
 
 

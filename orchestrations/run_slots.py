@@ -176,9 +176,10 @@ class RunSlots:
                 return slot.key
         return None
 
-    def position(self, run_id: str) -> int | None:
-        """The run's place in line (1: next to start), or None when it is not waiting."""
-        for place, entity in enumerate(self._line(select=["run_id"]), start=1):
+    def position(self, run_id: str, *, within: int | None = None) -> int | None:
+        """The run's place in line (1: next to start), or None when it is not waiting or, given `within`, not
+        among the first `within`. Table storage has no count: each place before the run's is one row read."""
+        for place, entity in enumerate(self._line(limit=within, select=["run_id"]), start=1):
             if entity["run_id"] == run_id:
                 return place
         return None

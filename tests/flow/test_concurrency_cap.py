@@ -23,6 +23,7 @@ from local_runner.azurite import free_port
 from local_runner.host.durable.errors import InstanceNotFoundError
 from local_runner.host.host import LocalHost
 from local_runner.process_backend import ProcessJobBackend
+from orchestrations import concurrency
 from orchestrations.contracts import ExecutionRef, JobState, RunStatus
 from orchestrations.run_slots import RunSlots
 from tests.conftest import PROJECT_ROOT
@@ -201,6 +202,28 @@ def test_a_queued_run_shows_its_place_and_is_cancelled_without_ever_starting_a_j
         assert wait_for(lambda: api_get(host, f"runs/{third}").json()["queue_position"] == 1)
     assert wait_for_end(flow_env, third, timeout=60).status is RunStatus.FAILED  # the stand-in job writes no result
     assert slots_of(flow_env).holders() == {} and slots_of(flow_env).waiting() == 0
+
+
+def test_a_look_counts_places_only_near_the_head_of_the_line_and_the_api_counts_them_all(
+    flow_env: FlowEnv, start_host: Callable[..., LocalHost], fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(concurrency, "POSITION_LOOKAHEAD", 1)  # (50 in the app)
+    portfolio = (fixtures_dir / "simple.csv").read_bytes()
+    with one_slot_held(flow_env, start_host, portfolio) as (host, _holding):
+        second = flow_env.upload("parse_portfolio/second.csv", portfolio)
+        wait_for(lambda: api_get(host, f"runs/{second}").json().get("queue_position") == 1)
+        third = flow_env.upload("parse_portfolio/third.csv", portfolio)
+
+        def queued(run_id: str) -> dict | None:
+            view = api_get(host, f"runs/{run_id}").json()
+            custom = (view.get("orchestration") or {}).get("custom_status") or {}
+            return view if custom.get("phase") == "queued" else None
+
+        second_view, third_view = wait_for(lambda: queued(second)), wait_for(lambda: queued(third))
+
+        assert second_view["orchestration"]["custom_status"]["position"] == 1
+        assert third_view["orchestration"]["custom_status"]["position"] is None  # beyond the look's count
+        assert third_view["queue_position"] == 2
 
 
 def test_a_forged_slot_notice_starts_no_job_without_a_slot(

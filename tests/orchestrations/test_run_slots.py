@@ -56,6 +56,25 @@ def test_the_line_is_upload_order_whatever_the_order_of_joining(azurite: str, ta
     assert slots.grant(2, everyone_alive) == []  # full: run-c waits
 
 
+def test_a_place_counted_within_a_bound_reads_no_further_down_the_line(azurite: str, table_name: str) -> None:
+    slots = host(azurite, table_name)
+    for place in range(1, 61):
+        slots.join(f"run-{place:03}", at(place))
+    read: list[str] = []
+    query = slots._table.query_entities
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        for entity in query(*args, **kwargs):
+            read.append(entity["run_id"])
+            yield entity
+
+    slots._table.query_entities = counted  # type: ignore[method-assign]
+
+    assert [slots.position(f"run-{place:03}", within=50) for place in (1, 50, 51, 60)] == [1, 50, None, None]
+    assert len(read) == 1 + 50 + 50 + 50 and set(read) == {f"run-{place:03}" for place in range(1, 51)}
+    assert slots.position("run-060") == 60  # unbounded: the whole line
+
+
 def test_a_release_lets_the_next_in_line_start_and_joining_again_changes_nothing(
     azurite: str, table_name: str
 ) -> None:
