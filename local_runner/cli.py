@@ -114,24 +114,34 @@ def down() -> None:
 
 
 @cli.command()
-def host(port: PortOption = DEFAULT_PORT) -> None:
+def host(
+    port: PortOption = DEFAULT_PORT,
+    spans_file: Annotated[Path, typer.Option(help="Where the host's own trace collector writes the spans it "
+                                             "receives (when the settings name no destination).")]
+    = services.SPANS_FILE,
+) -> None:
     """Run the in-process host in the foreground until interrupted."""
     from local_runner.host.host import LocalHost, exempt_start_up_objects_from_gc
+    from orchestrations import telemetry
 
     configure_logging()
     apply_local_settings(load_local_settings(PROJECT_ROOT))
     services.provide_callback_key()
     # Each run's trace, unless the settings name a destination (`trace RUN_ID` shows it).
-    collector = start_local_collector(services.SPANS_FILE, os.environ)
-    with LocalHost.from_app_dir(PROJECT_ROOT, http_port=port) as running, collector or contextlib.nullcontext():
-        # `make down` sends SIGTERM: stop the pollers and the engine cleanly, as Ctrl+C does.
-        signal.signal(signal.SIGTERM, lambda *_: running.stop())
-        exempt_start_up_objects_from_gc()
-        console.print(f"Host running: {running.base_url}/api/runs (Ctrl+C to stop)")
-        try:
-            running.wait()
-        except KeyboardInterrupt:
-            console.print("Stopping.")
+    collector = start_local_collector(spans_file, os.environ)
+    with collector or contextlib.nullcontext():
+        with LocalHost.from_app_dir(PROJECT_ROOT, http_port=port) as running:
+            # `make down` sends SIGTERM: stop the pollers and the engine cleanly, as Ctrl+C does.
+            signal.signal(signal.SIGTERM, lambda *_: running.stop())
+            exempt_start_up_objects_from_gc()
+            console.print(f"Host running: {running.base_url}/api/runs (Ctrl+C to stop)")
+            try:
+                running.wait()
+            except KeyboardInterrupt:
+                console.print("Stopping.")
+        # The app's spans and metrics not yet sent go now, while the collector still listens: at the process's
+        # exit they would find it stopped, and be lost.
+        telemetry.shutdown()
 
 
 @cli.command()
