@@ -130,18 +130,20 @@ def host(
     # Each run's trace, unless the settings name a destination (`trace RUN_ID` shows it).
     collector = start_local_collector(spans_file, os.environ)
     with collector or contextlib.nullcontext():
-        with LocalHost.from_app_dir(PROJECT_ROOT, http_port=port) as running:
-            # `make down` sends SIGTERM: stop the pollers and the engine cleanly, as Ctrl+C does.
-            signal.signal(signal.SIGTERM, lambda *_: running.stop())
-            exempt_start_up_objects_from_gc()
-            console.print(f"Host running: {running.base_url}/api/runs (Ctrl+C to stop)")
-            try:
-                running.wait()
-            except KeyboardInterrupt:
-                console.print("Stopping.")
-        # The app's spans and metrics not yet sent go now, while the collector still listens: at the process's
-        # exit they would find it stopped, and be lost.
-        telemetry.shutdown()
+        try:
+            with LocalHost.from_app_dir(PROJECT_ROOT, http_port=port) as running:
+                # `make down` sends SIGTERM: stop the pollers and the engine cleanly, as Ctrl+C does.
+                signal.signal(signal.SIGTERM, lambda *_: running.stop())
+                exempt_start_up_objects_from_gc()
+                console.print(f"Host running: {running.base_url}/api/runs (Ctrl+C to stop)")
+                try:
+                    running.wait()
+                except KeyboardInterrupt:
+                    console.print("Stopping.")
+        finally:
+            # The app's spans and metrics not yet sent go now, while the collector still listens: at the
+            # process's exit they would find it stopped, and be lost.
+            telemetry.shutdown()
 
 
 @cli.command()
