@@ -256,7 +256,7 @@ def test_two_hundred_uploads_at_a_cap_of_five_with_the_host_killed_midway_lose_n
     flow_env: FlowEnv, hosts: list[HostProcess], tmp_path: Path, fixtures_dir: Path
 ) -> None:
     # Waiters look for a slot themselves every 15 s (a notice lost to the kill); every 5 s, the looks of 195
-    # waiters took more of the two cores than the jobs did (277 s against 138 s for the whole test).
+    # waiters doubled the time of the whole test (277 s against 138 s).
     env = {**flow_env.env, "MAX_CONCURRENT_RUNS": "5", "SLOT_POLL_SECONDS": "15"}
     port = free_port()
     hosts.append(HostProcess(env, port, tmp_path / "host-a.log"))
