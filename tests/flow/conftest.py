@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -244,14 +245,21 @@ def md5(data: bytes) -> str:
 class HostProcess:
     """The host as its own process (`python -m local_runner host`), as under `make up`: one a test can kill."""
 
-    def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
+    def __init__(self, env: dict[str, str], port: int, log: Path, *, spans_file: Path | None = None) -> None:
+        """With `spans_file`, the host runs its own trace collector (no telemetry setting of the test's or this
+        machine's applies) and it writes there; without, telemetry goes where `env` says, or nowhere: no spans
+        into this checkout's .local/traces from tests."""
         self.port = port
-        if "OTEL_EXPORTER_OTLP_ENDPOINT" not in env:  # no spans into this checkout's .local/traces from tests
-            env = {**env, "OTEL_SDK_DISABLED": "true"}
+        command = [sys.executable, "-m", "local_runner", "host", "--port", str(port)]
+        full_env = {**os.environ, **env}
+        if spans_file is not None:
+            command += ["--spans-file", str(spans_file)]
+            full_env = {name: value for name, value in full_env.items() if not name.startswith("OTEL_")}
+        elif "OTEL_EXPORTER_OTLP_ENDPOINT" not in env:
+            full_env["OTEL_SDK_DISABLED"] = "true"
         with log.open("ab") as output:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "local_runner", "host", "--port", str(port)],
-                cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT,
+                command, cwd=PROJECT_ROOT, env=full_env, stdout=output, stderr=subprocess.STDOUT,
             )
         wait_for(self.answers, timeout=60)
 
@@ -265,6 +273,11 @@ class HostProcess:
     def kill(self) -> None:
         self.process.kill()
         self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """As `make down` stops it: SIGTERM, then wait for it to exit."""
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
 
     def history(self, run_id: str) -> list[dict[str, object]]:
         url = f"http://127.0.0.1:{self.port}/runtime/webhooks/durabletask/instances/{run_id}?showHistory=true"

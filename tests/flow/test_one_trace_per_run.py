@@ -8,21 +8,16 @@ the test's collector; it passes the endpoint and the start span's TRACEPARENT to
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from local_runner.azurite import free_port
 from local_runner.trace_collector import CollectedSpan, TraceCollector, read_spans
 from orchestrations.contracts import RunStatus
 from orchestrations.telemetry import RUN_ID_ATTRIBUTE
-from tests.conftest import PROJECT_ROOT, wait_for
+from tests.conftest import wait_for
 from tests.flow.conftest import FlowEnv, HostProcess, wait_for_end
 from tests.flow.test_structured_logs import secrets_of_the_run
 
@@ -113,36 +108,17 @@ def test_no_span_or_metric_carries_a_secret_and_the_run_metrics_are_exported(
 
 
 def test_a_host_stopped_just_after_a_run_hands_its_own_collector_every_span_first(
-    flow_env: FlowEnv, fixtures_dir: Path, tmp_path: Path,
+    flow_env: FlowEnv, hosts: list[HostProcess], fixtures_dir: Path, tmp_path: Path,
 ) -> None:
     # `make up`'s host: no destination in the settings, so it runs its own collector; stopped as `make down` stops
     # it, moments after a run, while the app's spans still wait in their batch (5 s by default).
-    spans_file, port, log = tmp_path / "spans.jsonl", free_port(), tmp_path / "host.log"
-    env = {name: value for name, value in {**os.environ, **flow_env.env}.items() if not name.startswith("OTEL_")}
-    with log.open("wb") as output:
-        host = subprocess.Popen(
-            [sys.executable, "-m", "local_runner", "host", "--port", str(port), "--spans-file", str(spans_file)],
-            cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for(lambda: _answers(port, host), what="the host to answer", timeout=60)
-        run_id = flow_env.upload("parse_portfolio/stopped-after.csv", (fixtures_dir / "simple.csv").read_bytes())
-        assert wait_for_end(flow_env, run_id, timeout=120).status is RunStatus.SUCCEEDED
-        host.send_signal(signal.SIGTERM)
-        host.wait(timeout=60)
-    finally:
-        if host.poll() is None:
-            host.kill()
-            host.wait(timeout=10)
+    spans_file, log = tmp_path / "spans.jsonl", tmp_path / "host.log"
+    hosts.append(HostProcess(flow_env.env, free_port(), log, spans_file=spans_file))
+    run_id = flow_env.upload("parse_portfolio/stopped-after.csv", (fixtures_dir / "simple.csv").read_bytes())
+    assert wait_for_end(flow_env, run_id, timeout=120).status is RunStatus.SUCCEEDED
+
+    hosts[0].stop()
 
     spans = [span for span in read_spans(spans_file) if span.run_id == run_id]
     assert set(APP_SPANS + RUNNER_SPANS) <= set(names(spans)), names(spans)
     assert "Failed to export" not in log.read_text(errors="replace")
-
-
-def _answers(port: int, host: subprocess.Popen[bytes]) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/api/runs?limit=1", timeout=2).ok
-    except requests.ConnectionError:
-        assert host.poll() is None, "the host exited; see its log"
-        return False
